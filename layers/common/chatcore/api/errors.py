@@ -1,0 +1,60 @@
+"""The one place where errors become HTTP responses or in-stream error events."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from chatcore import errors
+from chatcore.events import ErrorEvent
+
+
+def error_response(exc: errors.ChatError) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if isinstance(exc, errors.LimitExceededError):
+        headers.update(exc.headers)
+    if exc.retry_after is not None and exc.status_code in (429, 503):
+        headers["retry-after"] = str(max(1, round(exc.retry_after)))
+    status = exc.status_code
+    if isinstance(exc, errors.ProviderError) and status >= 500:
+        status = 503 if exc.retryable else 502
+    return JSONResponse(exc.public_body(), status_code=status, headers=headers)
+
+
+def error_event(exc: errors.ChatError) -> ErrorEvent:
+    return ErrorEvent(message=exc.message, code=exc.code, retryable=exc.retryable)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid")))
+    return "; ".join(parts) or "Invalid request."
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.ChatError)
+    async def _chat_error(_: Request, exc: errors.ChatError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        body = {"error": {"code": "invalid_request", "message": _validation_message(exc)}}
+        return JSONResponse(body, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        body = {"error": {"code": code, "message": str(exc.detail)}}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        from chatcore.observability import get_logger
+
+        get_logger().exception("unhandled error")
+        body = {"error": {"code": "internal_error", "message": "An internal error occurred."}}
+        return JSONResponse(body, status_code=500)

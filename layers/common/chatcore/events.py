@@ -1,0 +1,98 @@
+"""The one internal stream of typed events.
+
+Providers yield these, the router passes them on (adding `Start` and turning failures into
+`ErrorEvent`), and every wire encoder consumes them. Adding a provider or a protocol never
+changes this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts normalised across providers. `None` means the provider did not report it."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    @property
+    def total_tokens(self) -> int | None:
+        if self.input_tokens is None and self.output_tokens is None:
+            return None
+        return (self.input_tokens or 0) + (self.output_tokens or 0)
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {
+            "inputTokens": self.input_tokens,
+            "outputTokens": self.output_tokens,
+            "totalTokens": self.total_tokens,
+            "cachedInputTokens": self.cached_input_tokens,
+            "reasoningTokens": self.reasoning_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """A deployment was chosen and the answer begins. Emitted once, before any delta."""
+
+    message_id: str
+    provider: str
+    model: str
+    fallbacks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """Usage as the provider reported it; a later report replaces an earlier one."""
+
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseInfo:
+    """The provider's own model id and response id, once known."""
+
+    model: str | None = None
+    response_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The answer ended normally. `raw_reason` is the provider's own value."""
+
+    reason: FinishReason
+    raw_reason: str | None = None
+    usage: Usage | None = None
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """The answer failed after streaming began. `message` is safe to show a client."""
+
+    message: str
+    code: str
+    retryable: bool = False
+    usage: Usage | None = None
+    metadata: dict[str, object] = field(default_factory=dict)
+
+
+ProviderEvent = TextDelta | ReasoningDelta | UsageReport | ResponseInfo | Finish
+Event = Start | TextDelta | ReasoningDelta | UsageReport | ResponseInfo | Finish | ErrorEvent

@@ -1,0 +1,1 @@
+"""Incremental decoders for the byte streams providers send (SSE, NDJSON)."""

@@ -1,0 +1,36 @@
+"""Powertools Logger (JSON) and Metrics (EMF), created on first use, never at import.
+
+Nothing secret is ever passed here: log calls take ids, names and counts, not request bodies
+or keys.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger
+
+SERVICE = "chat"
+NAMESPACE = "ChatBackend"
+
+
+@lru_cache(maxsize=4)
+def get_logger(service: str = SERVICE) -> Logger:
+    from aws_lambda_powertools import Logger
+
+    return Logger(service=service)
+
+
+def emit_metrics(service: str, dimensions: dict[str, str], values: dict[str, tuple[float, str]]) -> None:
+    """Print one EMF record (CloudWatch turns it into metrics) for the given values."""
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    metrics = Metrics(namespace=NAMESPACE, service=service)
+    for name, value in dimensions.items():
+        metrics.add_dimension(name=name, value=value)
+    for name, (value, unit) in values.items():
+        metrics.add_metric(name=name, unit=getattr(MetricUnit, unit), value=value)
+    metrics.flush_metrics()

@@ -1,0 +1,1 @@
+"""Wire encoders: each turns the internal event stream into one protocol's bytes."""

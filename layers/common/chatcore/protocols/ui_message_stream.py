@@ -1,0 +1,107 @@
+"""The Vercel AI SDK UI message stream protocol (what `useChat` reads), version v1.
+
+SSE framing, one JSON chunk per event, `data: [DONE]` at the end. See
+shared/reference/ai-sdk-protocol.md for the chunk schema this follows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from chatcore.events import ErrorEvent, Event, Finish, ReasoningDelta, ResponseInfo, Start, TextDelta, UsageReport, Usage
+
+HEADERS = {
+    "content-type": "text/event-stream",
+    "cache-control": "no-cache, no-transform",
+    "connection": "keep-alive",
+    "x-vercel-ai-ui-message-stream": "v1",
+    "x-accel-buffering": "no",
+}
+
+_FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content-filter",
+    "tool_calls": "tool-calls",
+    "error": "error",
+    "other": "other",
+}
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _chunk(payload: dict[str, Any]) -> bytes:
+    return b"data: " + _dumps(payload).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def message_metadata(start: Start | None, info: ResponseInfo | None, usage: Usage | None,
+                     extra: dict[str, object]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    if start is not None:
+        metadata["model"] = f"{start.provider}/{start.model}"
+        metadata["provider"] = start.provider
+        if start.fallbacks:
+            metadata["fallbacks"] = list(start.fallbacks)
+    if info is not None and info.model:
+        metadata["providerModel"] = info.model
+    if usage is not None:
+        metadata["usage"] = usage.as_dict()
+    metadata.update(extra)
+    return metadata
+
+
+async def encode_ui_message_stream(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    """Encode events as UI message stream chunks; always ends with `finish` (or `error`) and `[DONE]`."""
+    start: Start | None = None
+    info: ResponseInfo | None = None
+    usage: Usage | None = None
+    open_part: tuple[str, str] | None = None  # ("text" | "reasoning", id)
+    part_count = 0
+
+    def close_part() -> bytes:
+        nonlocal open_part
+        if open_part is None:
+            return b""
+        kind, part_id = open_part
+        open_part = None
+        return _chunk({"type": f"{kind}-end", "id": part_id})
+
+    async for event in events:
+        if isinstance(event, TextDelta | ReasoningDelta):
+            kind = "text" if isinstance(event, TextDelta) else "reasoning"
+            head = b""
+            if open_part is None or open_part[0] != kind:
+                head = close_part()
+                open_part = (kind, f"{kind[0]}{part_count}")
+                part_count += 1
+                head += _chunk({"type": f"{kind}-start", "id": open_part[1]})
+            yield head + _chunk({"type": f"{kind}-delta", "id": open_part[1], "delta": event.text})
+        elif isinstance(event, Start):
+            start = event
+            yield _chunk({"type": "start", "messageId": event.message_id,
+                          "messageMetadata": message_metadata(event, None, None, {})}) + _chunk(
+                {"type": "start-step"})
+        elif isinstance(event, UsageReport):
+            usage = event.usage
+        elif isinstance(event, ResponseInfo):
+            info = event
+        elif isinstance(event, Finish):
+            metadata = message_metadata(start, info, event.usage or usage, event.metadata)
+            yield close_part() + _chunk({"type": "finish-step"}) + _chunk(
+                {"type": "finish", "finishReason": _FINISH_REASONS[event.reason], "messageMetadata": metadata}
+            ) + DONE
+            return
+        elif isinstance(event, ErrorEvent):
+            metadata = message_metadata(start, info, event.usage or usage, event.metadata)
+            metadata["incomplete"] = True
+            yield _chunk({"type": "error", "errorText": event.message}) + _chunk({"type": "finish-step"}) + _chunk(
+                {"type": "finish", "finishReason": "error", "messageMetadata": metadata}
+            ) + DONE
+            return
+    # The event source ended without Finish or ErrorEvent: say so rather than end silently.
+    yield _chunk({"type": "error", "errorText": "The response ended unexpectedly."}) + DONE

@@ -1,0 +1,158 @@
+"""Shared HTTP plumbing for provider adapters: pooled clients, retry delays, error classification."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import re
+import time
+import weakref
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+
+from chatcore import errors
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
+    weakref.WeakKeyDictionary()
+)
+
+CONNECT_TIMEOUT = 5.0
+
+
+def client_for(key: str) -> httpx.AsyncClient:
+    """A pooled client, created on first use (never at import) and reused across invocations.
+
+    Clients are bound to the running event loop, so tests with a loop each stay isolated.
+    """
+    loop = asyncio.get_running_loop()
+    per_loop = _clients.setdefault(loop, {})
+    client = per_loop.get(key)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(connect=CONNECT_TIMEOUT, read=None, write=30.0, pool=CONNECT_TIMEOUT),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=60),
+            follow_redirects=False,
+        )
+        per_loop[key] = client
+    return client
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait, from `retry-after-ms`, then `retry-after` (seconds or an HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(float(value) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - (now if now is not None else time.time()), 0.0)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def parse_duration(value: object) -> float | None:
+    """A protobuf Duration string such as `"41s"` or `"0.5s"`."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1))
+    return None
+
+
+def json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return None
+
+
+_STATUS_CLASSES: dict[int, type[errors.ProviderError]] = {
+    400: errors.BadRequestError,
+    401: errors.AuthenticationError,
+    403: errors.PermissionDeniedError,
+    404: errors.ModelNotFoundError,
+    408: errors.ProviderTimeoutError,
+    413: errors.ContextTooLongError,
+    422: errors.BadRequestError,
+    429: errors.RateLimitedError,
+    503: errors.OverloadedError,
+    529: errors.OverloadedError,
+}
+
+_CONTEXT_HINTS = ("context_length", "context length", "context window", "too many tokens",
+                  "prompt is too long", "maximum context", "input is too long", "too long")
+_QUOTA_HINTS = ("insufficient_quota", "enforced_spend_limit", "billing", "credit", "quota exceeded")
+
+
+def classify_status(status: int, *, hint: str = "") -> type[errors.ProviderError]:
+    """The error class for an HTTP status, refined by the provider's error code or message."""
+    hint = hint.lower()
+    if status == 429 and any(h in hint for h in _QUOTA_HINTS):
+        return errors.QuotaExhaustedError
+    if status in (400, 413) and any(h in hint for h in _CONTEXT_HINTS):
+        return errors.ContextTooLongError
+    if status == 402:
+        return errors.QuotaExhaustedError
+    if status in _STATUS_CLASSES:
+        return _STATUS_CLASSES[status]
+    if status >= 500:
+        return errors.ServerError
+    return errors.BadRequestError
+
+
+_SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{10,}|key=[^&\s\"']+|Bearer\s+\S+)")
+
+
+def safe_message(text: str, limit: int = 300) -> str:
+    """Provider text made fit for a client: secrets masked, length bounded."""
+    cleaned = _SECRETISH.sub("[redacted]", text or "").strip()
+    return cleaned[:limit] or "The provider returned an error."
+
+
+async def read_error_body(response: httpx.Response, limit: int = 65536) -> str:
+    """Read at most `limit` bytes of an error response body."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit].decode("utf-8", errors="replace")
+
+
+async def iter_bytes(response: httpx.Response, provider: str, model: str) -> AsyncIterator[bytes]:
+    """The raw body, with transport failures turned into classified provider errors."""
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+    except httpx.TimeoutException as exc:
+        raise errors.ProviderTimeoutError("The provider timed out.", provider=provider, model=model) from exc
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        raise errors.TruncatedStreamError(
+            "The provider closed the connection before the answer was complete.",
+            provider=provider, model=model,
+        ) from exc
+    except httpx.TransportError as exc:
+        raise errors.NetworkError("Could not reach the provider.", provider=provider, model=model) from exc
+
+
+def transport_error(exc: httpx.TransportError, provider: str, model: str) -> errors.ProviderError:
+    if isinstance(exc, httpx.TimeoutException):
+        return errors.ProviderTimeoutError("The provider timed out.", provider=provider, model=model)
+    return errors.NetworkError("Could not reach the provider.", provider=provider, model=model)

@@ -1,0 +1,51 @@
+"""The contract between an adapter's wire parser and its I/O loop.
+
+A parser turns bytes into events with no I/O, so tests feed it recorded bytes split at every
+offset and the benchmark measures it alone. When the provider reports an error, the parser
+returns the events before it and sets `error`; the relay yields those, then raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from chatcore import errors
+from chatcore.events import ProviderEvent
+
+
+class StreamParser(Protocol):
+    error: errors.ProviderError | None
+
+    def feed(self, chunk: bytes) -> list[ProviderEvent]:
+        """Parse more bytes; return the complete events they finish."""
+        ...
+
+    def close(self) -> list[ProviderEvent]:
+        """End of body: return the last events, or raise (in-stream error, truncation)."""
+        ...
+
+
+async def relay(parser: StreamParser, body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEvent]:
+    """Run a parser over a byte stream, raising the first error only after the events before it."""
+    async for chunk in body:
+        for event in parser.feed(chunk):
+            yield event
+        if parser.error is not None:
+            raise parser.error
+    for event in parser.close():
+        yield event
+
+
+def parse_all(parser: StreamParser, chunks: list[bytes]) -> tuple[list[ProviderEvent], errors.ProviderError | None]:
+    """Synchronous driver for tests and benchmarks: all events, and the error if one ended the stream."""
+    events: list[ProviderEvent] = []
+    for chunk in chunks:
+        events.extend(parser.feed(chunk))
+        if parser.error is not None:
+            return events, parser.error
+    try:
+        events.extend(parser.close())
+    except errors.ProviderError as exc:
+        return events, exc
+    return events, None
