@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 
 from chatcore import errors
 from chatcore.clocks import Clocks, timed
-from chatcore.events import ErrorEvent, Event, Finish, ProviderEvent, ReasoningDelta, Start, TextDelta, Usage, UsageReport
+from chatcore.events import (
+    ErrorEvent,
+    Event,
+    Finish,
+    ProviderEvent,
+    ReasoningDelta,
+    Start,
+    TextDelta,
+    Usage,
+    UsageReport,
+)
 from chatcore.messages import Message, ModelRequest
 from chatcore.providers import ProviderRegistry, split_model
 from chatcore.settings import Settings
@@ -29,6 +39,9 @@ class ChatTurn:
     temperature: float | None = None
     max_output_tokens: int | None = None
     message_id: str = field(default_factory=lambda: f"msg_{uuid.uuid4().hex}")
+    summary: str | None = None  # rolling summary of the messages no longer sent verbatim
+    conversation_id: str | None = None
+    user_id: str | None = None
     deadline_s: float | None = None  # seconds left for the whole request, when known
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -12,12 +14,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from chatcore import errors
 from chatcore.api.errors import install_error_handlers
 from chatcore.api.schemas import ChatRequestBody
+from chatcore.auth import Authenticator, LocalAuthenticator
 from chatcore.chat import ChatService, ChatTurn
-from chatcore.events import ErrorEvent, Event, Finish, Start, TextDelta
-from chatcore.messages import Message
+from chatcore.events import Event
+from chatcore.limits import Limiter, NoLimits
+from chatcore.memory import Memory, StatelessMemory, client_messages
 from chatcore.protocols import sse, ui_message_stream
 from chatcore.providers import ProviderRegistry
 from chatcore.settings import Settings, get_settings
+from chatcore.tokens import estimate_messages_tokens
 
 Encoder = Callable[[AsyncIterator[Event]], AsyncIterator[bytes]]
 
@@ -34,31 +39,15 @@ def lambda_deadline_s(request: Request) -> float | None:
     return max(deadline_ms / 1000.0 - time.time(), 0.0)
 
 
-def turn_from_body(body: ChatRequestBody, settings: Settings, deadline_s: float | None) -> ChatTurn:
-    system = settings.system_prompt
-    messages: list[Message] = []
-    for message in body.messages:
-        text = message.text()
-        if message.role == "system":
-            if not settings.allow_client_system_prompt:
-                raise errors.RequestError("System messages from the client are not allowed.")
-            system = f"{system}\n\n{text}" if system else text
-            continue
-        messages.append(Message(role=message.role, content=text))
+def system_prompt(body: ChatRequestBody, settings: Settings) -> str | None:
+    """The operator's system prompt, plus the client's only where the operator allows it."""
+    client = [m.text() for m in body.messages if m.role == "system"]
     if body.system is not None:
-        if not settings.allow_client_system_prompt:
-            raise errors.RequestError("A client-supplied system prompt is not allowed.")
-        system = body.system
-    if not messages:
-        raise errors.RequestError("The request has no user message.")
-    return ChatTurn(
-        model=body.model or settings.default_model,
-        messages=tuple(messages),
-        system=system,
-        temperature=body.temperature,
-        max_output_tokens=min(body.maxOutputTokens or settings.max_output_tokens, settings.max_output_tokens),
-        deadline_s=deadline_s,
-    )
+        client.append(body.system)
+    if client and not settings.allow_client_system_prompt:
+        raise errors.RequestError("A client-supplied system prompt is not allowed.")
+    parts = [p for p in (settings.system_prompt, *client) if p]
+    return "\n\n".join(parts) or None
 
 
 async def primed(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
@@ -74,14 +63,35 @@ async def primed(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
     return rest()
 
 
-def create_app(settings: Settings | None = None, providers: ProviderRegistry | None = None) -> FastAPI:
-    settings = settings or get_settings()
-    providers = providers or ProviderRegistry(settings)
-    service = ChatService(settings, providers)
+@dataclass
+class Components:
+    """What the chat endpoint is wired from; each has a no-storage default for local use and tests."""
+
+    settings: Settings
+    providers: ProviderRegistry
+    authenticator: Authenticator
+    limiter: Limiter
+    memory: Memory
+
+
+def default_components(settings: Settings, providers: ProviderRegistry | None = None) -> Components:
+    return Components(
+        settings=settings,
+        providers=providers or ProviderRegistry(settings),
+        authenticator=LocalAuthenticator(),
+        limiter=NoLimits(),
+        memory=StatelessMemory(),
+    )
+
+
+def create_app(settings: Settings | None = None, providers: ProviderRegistry | None = None,
+               components: Components | None = None) -> FastAPI:
+    settings = settings or (components.settings if components else get_settings())
+    parts = components or default_components(settings, providers)
+    service = ChatService(settings, parts.providers)
 
     app = FastAPI(title="Streaming chat backend", version="0.1.0", docs_url="/docs", redoc_url=None)
-    app.state.settings = settings
-    app.state.providers = providers
+    app.state.components = parts
     app.state.chat = service
     install_error_handlers(app)
 
@@ -105,9 +115,38 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
 
     async def respond(request: Request, body: ChatRequestBody, encode: Encoder,
                       headers: dict[str, str]) -> StreamingResponse:
-        turn = turn_from_body(body, settings, lambda_deadline_s(request))
-        events = await primed(service.stream(turn))
-        return StreamingResponse(encode(events), headers=headers)
+        principal = await parts.authenticator.authenticate(request)
+        system = system_prompt(body, settings)
+        max_output = min(body.maxOutputTokens or settings.max_output_tokens, settings.max_output_tokens)
+        estimate = estimate_messages_tokens(client_messages(body), system) + max_output
+        # The limit check and the history read are independent: overlap their round trips.
+        admitted, loaded = await asyncio.gather(
+            parts.limiter.admit(principal, estimate),
+            parts.memory.begin(principal, body, settings.allow_client_system_prompt),
+            return_exceptions=True,
+        )
+        if isinstance(admitted, BaseException) or isinstance(loaded, BaseException):
+            if not isinstance(admitted, BaseException):
+                await admitted.release()
+            raise admitted if isinstance(admitted, BaseException) else loaded  # type: ignore[misc]
+        turn = ChatTurn(
+            model=body.model or settings.default_model,
+            messages=loaded.messages,
+            system=system,
+            summary=loaded.summary,
+            temperature=body.temperature,
+            max_output_tokens=max_output,
+            message_id=loaded.message_id,
+            conversation_id=loaded.conversation_id,
+            user_id=principal.user_id,
+            deadline_s=lambda_deadline_s(request),
+        )
+        try:
+            events = await primed(admitted.settle(loaded.record(service.stream(turn))))
+        except BaseException:
+            await admitted.release()
+            raise
+        return StreamingResponse(encode(events), headers={**headers, **admitted.headers})
 
     @app.post("/api/chat")
     async def chat(request: Request, body: ChatRequestBody) -> StreamingResponse:
@@ -120,6 +159,3 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
         return await respond(request, body, sse.encode_sse, sse.HEADERS)
 
     return app
-
-
-__all__ = ["ErrorEvent", "Finish", "Start", "TextDelta", "create_app"]

@@ -10,7 +10,17 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from chatcore.events import ErrorEvent, Event, Finish, ReasoningDelta, ResponseInfo, Start, TextDelta, UsageReport, Usage
+from chatcore.events import (
+    ErrorEvent,
+    Event,
+    Finish,
+    ReasoningDelta,
+    ResponseInfo,
+    Start,
+    TextDelta,
+    Usage,
+    UsageReport,
+)
 
 HEADERS = {
     "content-type": "text/event-stream",

@@ -16,18 +16,12 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from chatcore import errors
-from chatcore.events import Finish, ProviderEvent, ResponseInfo, TextDelta, ReasoningDelta, Usage, UsageReport
+from chatcore.events import Finish, ProviderEvent, ReasoningDelta, ResponseInfo, TextDelta, Usage, UsageReport
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import ProbeResult
 
-LOREM = (
-    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut "
-    "labore et dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco "
-    "laboris nisi ut aliquip ex ea commodo consequat. Duis aute irure dolor in reprehenderit in "
-    "voluptate velit esse cillum dolore eu fugiat nulla pariatur. Excepteur sint occaecat cupidatat "
-    "non proident, sunt in culpa qui officia deserunt mollit anim id est laborum."
-).split()
+LOREM = ["Lorem", "ipsum", "dolor", "sit", "amet,", "consectetur", "adipiscing", "elit,", "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua.", "Ut", "enim", "ad", "minim", "veniam,", "quis", "nostrud", "exercitation", "ullamco", "laboris", "nisi", "ut", "aliquip", "ex", "ea", "commodo", "consequat.", "Duis", "aute", "irure", "dolor", "in", "reprehenderit", "in", "voluptate", "velit", "esse", "cillum", "dolore", "eu", "fugiat", "nulla", "pariatur.", "Excepteur", "sint", "occaecat", "cupidatat", "non", "proident,", "sunt", "in", "culpa", "qui", "officia", "deserunt", "mollit", "anim", "id", "est", "laborum."]
 
 _TOKEN = re.compile(r"\S+\s*|\s+")
 _SCENARIO = re.compile(

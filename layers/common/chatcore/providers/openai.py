@@ -16,7 +16,16 @@ from typing import Any
 import httpx
 
 from chatcore import errors
-from chatcore.events import Finish, FinishReason, ProviderEvent, ResponseInfo, TextDelta, ReasoningDelta, Usage, UsageReport
+from chatcore.events import (
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    ReasoningDelta,
+    ResponseInfo,
+    TextDelta,
+    Usage,
+    UsageReport,
+)
 from chatcore.framing.sse import SSEDecoder, SSEEvent
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
@@ -128,7 +137,7 @@ class OpenAIStreamParser:
             return
         if not isinstance(chunk, dict):
             return
-        if "error" in chunk and chunk["error"] or chunk.get("object") == "error":
+        if chunk.get("error") or chunk.get("object") == "error":
             self.error = error_from_payload(chunk, provider=self.provider, model=self.model, http_status=200)
             return
         if not self._info_sent and (chunk.get("id") or chunk.get("model")):

@@ -1,0 +1,44 @@
+"""Per-user limits: requests and tokens per window, and concurrent-stream leases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from chatcore.auth import Principal
+from chatcore.events import Event
+
+
+class Admission(Protocol):
+    """A granted request: headers to send, and a wrapper that settles usage and frees the lease."""
+
+    headers: dict[str, str]
+
+    def settle(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]: ...
+
+    async def release(self) -> None:
+        """Give back what was reserved when the request fails before streaming starts."""
+        ...
+
+
+class Limiter(Protocol):
+    async def admit(self, principal: Principal, estimated_tokens: int) -> Admission:
+        """Reserve a request, the estimated tokens and a stream lease, or raise `LimitExceededError`."""
+        ...
+
+
+@dataclass
+class UnlimitedAdmission:
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def settle(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        return events
+
+    async def release(self) -> None:
+        return None
+
+
+class NoLimits:
+    async def admit(self, principal: Principal, estimated_tokens: int) -> Admission:
+        return UnlimitedAdmission()
