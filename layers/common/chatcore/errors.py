@@ -38,8 +38,16 @@ class RequestError(ChatError):
 
 
 class UnauthorizedError(ChatError):
+    """No credentials were sent (answered with a bare `WWW-Authenticate: Bearer` challenge)."""
+
     status_code = 401
     code = "unauthorized"
+
+
+class InvalidCredentialsError(UnauthorizedError):
+    """Credentials were sent but are invalid, expired or revoked (RFC 6750 `invalid_token`)."""
+
+    code = "invalid_token"
 
 
 class ForbiddenError(ChatError):

@@ -45,7 +45,8 @@ class Start:
     message_id: str
     provider: str
     model: str
-    fallbacks: tuple[str, ...] = ()
+    fallbacks: tuple[str, ...] = ()  # "<deployment>:<error code>" per deployment tried before this one
+    deployment: str = ""  # the registry deployment that answers (routing)
 
 
 @dataclass(frozen=True, slots=True)

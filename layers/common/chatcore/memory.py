@@ -27,6 +27,7 @@ class MemoryTurn(Protocol):
     messages: tuple[Message, ...]
     summary: str | None
     message_id: str
+    chars_per_token: float  # the conversation's calibrated ratio, for `store.context_window.fit_prompt`
 
     def record(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         """Pass events through, storing the assistant message in every outcome."""
@@ -48,6 +49,7 @@ class StatelessTurn:
     messages: tuple[Message, ...]
     summary: str | None = None
     message_id: str = field(default_factory=new_message_id)
+    chars_per_token: float = 4.0
 
     def record(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         return events

@@ -42,6 +42,26 @@ def in_lambda() -> bool:
     return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
 
 
+def _memory_backend() -> str:
+    """`MEMORY`, or dynamodb when a table is configured (TABLE_NAME or DYNAMODB_ENDPOINT_URL), else none."""
+    raw = _str("MEMORY").lower()
+    if not raw:
+        return "dynamodb" if (_str("TABLE_NAME") or _str("DYNAMODB_ENDPOINT_URL")) else "none"
+    if raw not in ("dynamodb", "none"):
+        raise ValueError(f"MEMORY must be 'dynamodb' or 'none', got {raw!r}")
+    return raw
+
+
+def _breaker_store() -> str:
+    """`BREAKER_STORE`, or dynamodb when a table is configured (TABLE_NAME or DYNAMODB_ENDPOINT_URL), else memory."""
+    raw = _str("BREAKER_STORE").lower()
+    if not raw:
+        return "dynamodb" if (_str("TABLE_NAME") or _str("DYNAMODB_ENDPOINT_URL")) else "memory"
+    if raw not in ("dynamodb", "memory"):
+        raise ValueError(f"BREAKER_STORE must be 'dynamodb' or 'memory', got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     stage: str = "local"
@@ -77,6 +97,49 @@ class Settings:
     max_message_chars: int = 100_000
     allow_client_system_prompt: bool = False
     system_prompt: str | None = None
+
+    # Conversation memory and summarization (docs/data-model.md).
+    memory: str = "none"  # dynamodb | none; defaults to dynamodb when TABLE_NAME or DYNAMODB_ENDPOINT_URL is set
+    conversation_ttl_days: int = 30  # 0 keeps items forever
+    max_stored_message_bytes: int = 300_000  # below DynamoDB's 400 KB item limit, with room for attributes
+    history_max_chars: int = 2_000_000  # the most unsummarized history one turn reads
+    summarize_function_name: str | None = None
+    summary_model: str = "mock/echo"
+    summary_trigger_tokens: int = 6_000  # 0 turns summarization off
+    summary_keep_recent: int = 6
+    summary_max_input_chars: int = 200_000
+
+    # Authentication and limits (docs/security.md).
+    auth_mode: str = "none"  # none | jwt | api_key; in Lambda it must be set explicitly
+    auth_allow_none_in_lambda: bool = False
+    jwt_issuer: str | None = None
+    jwt_audience: tuple[str, ...] = ()
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: tuple[str, ...] = ("RS256", "ES256")
+    jwt_tier_claim: str | None = None
+    jwt_leeway_s: float = 30.0
+    api_key_cache_ttl_s: float = 60.0
+    limits_enabled: bool = False
+    limits_json: str | None = None
+    limits_fail_open: tuple[str, ...] = ()
+    lease_ttl_s: float = 900.0
+
+    # Routing, fallback, circuit breaker and health (docs/routing.md).
+    model_registry_json: str | None = None
+    model_registry_file: str | None = None
+    model_registry_parameter: str | None = None
+    breaker_store: str = "memory"  # dynamodb | memory; defaults to dynamodb when a table is configured
+    breaker_failure_threshold: int = 3
+    breaker_cooldown_s: float = 30.0
+    breaker_unhealthy_cooldown_s: float = 300.0  # after a bad key, exhausted quota or a failed probe
+    breaker_cache_ttl_s: float = 5.0
+    router_max_attempts: int = 4
+    router_retries_per_deployment: int = 1
+    router_backoff_base_s: float = 0.2
+    router_backoff_cap_s: float = 2.0
+    router_max_retry_after_s: float = 5.0
+    health_probe_token: str | None = None
+    health_probe_timeout_s: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -125,6 +188,43 @@ class Settings:
             max_message_chars=_int("MAX_MESSAGE_CHARS", 100_000),
             allow_client_system_prompt=_bool("ALLOW_CLIENT_SYSTEM_PROMPT", False),
             system_prompt=_str("SYSTEM_PROMPT") or None,
+            memory=_memory_backend(),
+            conversation_ttl_days=_int("CONVERSATION_TTL_DAYS", 30),
+            max_stored_message_bytes=_int("MAX_STORED_MESSAGE_BYTES", 300_000),
+            history_max_chars=_int("HISTORY_MAX_CHARS", 2_000_000),
+            summarize_function_name=_str("SUMMARIZE_FUNCTION_NAME") or None,
+            summary_model=_str("SUMMARY_MODEL") or default_model,
+            summary_trigger_tokens=_int("SUMMARY_TRIGGER_TOKENS", 6_000),
+            summary_keep_recent=_int("SUMMARY_KEEP_RECENT", 6),
+            summary_max_input_chars=_int("SUMMARY_MAX_INPUT_CHARS", 200_000),
+            auth_mode=_str("AUTH_MODE", "" if in_lambda() else "none").lower(),
+            auth_allow_none_in_lambda=_bool("AUTH_ALLOW_NONE_IN_LAMBDA", False),
+            jwt_issuer=_str("JWT_ISSUER") or None,  # exact, as in the `iss` claim
+            jwt_audience=_list("JWT_AUDIENCE"),
+            jwt_jwks_url=_str("JWT_JWKS_URL") or None,
+            jwt_algorithms=_list("JWT_ALGORITHMS", "RS256,ES256"),
+            jwt_tier_claim=_str("JWT_TIER_CLAIM") or None,
+            jwt_leeway_s=_float("JWT_LEEWAY_S", 30.0),
+            api_key_cache_ttl_s=_float("API_KEY_CACHE_TTL_S", 60.0),
+            limits_enabled=_bool("LIMITS_ENABLED", in_lambda()),
+            limits_json=_str("LIMITS_JSON") or None,
+            limits_fail_open=_list("LIMITS_FAIL_OPEN"),
+            lease_ttl_s=_float("LEASE_TTL_S", 900.0),
+            model_registry_json=_str("MODEL_REGISTRY_JSON") or None,
+            model_registry_file=_str("MODEL_REGISTRY_FILE") or None,
+            model_registry_parameter=_str("MODEL_REGISTRY_PARAMETER") or None,
+            breaker_store=_breaker_store(),
+            breaker_failure_threshold=_int("BREAKER_FAILURE_THRESHOLD", 3),
+            breaker_cooldown_s=_float("BREAKER_COOLDOWN_S", 30.0),
+            breaker_unhealthy_cooldown_s=_float("BREAKER_UNHEALTHY_COOLDOWN_S", 300.0),
+            breaker_cache_ttl_s=_float("BREAKER_CACHE_TTL_S", 5.0),
+            router_max_attempts=_int("ROUTER_MAX_ATTEMPTS", 4),
+            router_retries_per_deployment=_int("ROUTER_RETRIES_PER_DEPLOYMENT", 1),
+            router_backoff_base_s=_float("ROUTER_BACKOFF_BASE_S", 0.2),
+            router_backoff_cap_s=_float("ROUTER_BACKOFF_CAP_S", 2.0),
+            router_max_retry_after_s=_float("ROUTER_MAX_RETRY_AFTER_S", 5.0),
+            health_probe_token=_str("HEALTH_PROBE_TOKEN") or None,
+            health_probe_timeout_s=_float("HEALTH_PROBE_TIMEOUT_S", 5.0),
         )
 
 

@@ -12,16 +12,22 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from chatcore import errors
+from chatcore.api.body_limit import BodySizeLimit
+from chatcore.api.conversations import router as conversations_router
 from chatcore.api.errors import install_error_handlers
-from chatcore.api.schemas import ChatRequestBody
-from chatcore.auth import Authenticator, LocalAuthenticator
+from chatcore.api.schemas import ChatRequestBody, check_request_size
+from chatcore.auth import Authenticator, build_authenticator
 from chatcore.chat import ChatService, ChatTurn
 from chatcore.events import Event
-from chatcore.limits import Limiter, NoLimits
+from chatcore.limits import Limiter, build_limiter
 from chatcore.memory import Memory, StatelessMemory, client_messages
 from chatcore.protocols import sse, ui_message_stream
+from chatcore.protocols.coalesce import coalesce_ready
 from chatcore.providers import ProviderRegistry
+from chatcore.routing.router import model_selector, routing_headers
 from chatcore.settings import Settings, get_settings
+from chatcore.store import dynamo_memory
+from chatcore.store.conversations import ConversationStore
 from chatcore.tokens import estimate_messages_tokens
 
 Encoder = Callable[[AsyncIterator[Event]], AsyncIterator[bytes]]
@@ -52,6 +58,11 @@ def system_prompt(body: ChatRequestBody, settings: Settings) -> str | None:
 
 async def primed(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
     """Wait for the first event so failures before it become HTTP errors, then stream the rest."""
+    return (await primed_with_first(events))[1]
+
+
+async def primed_with_first(events: AsyncIterator[Event]) -> tuple[Event, AsyncIterator[Event]]:
+    """`primed`, also returning the first event (the router's `Start`, for response headers)."""
     iterator = aiter(events)
     first = await anext(iterator)
 
@@ -60,7 +71,7 @@ async def primed(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         async for event in iterator:
             yield event
 
-    return rest()
+    return first, rest()
 
 
 @dataclass
@@ -72,15 +83,20 @@ class Components:
     authenticator: Authenticator
     limiter: Limiter
     memory: Memory
+    conversations: ConversationStore | None = None  # the history API's store; None when MEMORY=none
 
 
 def default_components(settings: Settings, providers: ProviderRegistry | None = None) -> Components:
+    providers = providers or ProviderRegistry(settings)
+    # MEMORY=dynamodb (the default when a table is configured) keeps history server-side.
+    stored = dynamo_memory(settings, providers) if settings.memory == "dynamodb" else None
     return Components(
         settings=settings,
-        providers=providers or ProviderRegistry(settings),
-        authenticator=LocalAuthenticator(),
-        limiter=NoLimits(),
-        memory=StatelessMemory(),
+        providers=providers,
+        authenticator=build_authenticator(settings),  # AUTH_MODE; refuses `none` inside Lambda
+        limiter=build_limiter(settings),  # LIMITS_ENABLED
+        memory=stored or StatelessMemory(),
+        conversations=stored.store if stored else None,
     )
 
 
@@ -94,6 +110,10 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
     app.state.components = parts
     app.state.chat = service
     install_error_handlers(app)
+    app.include_router(conversations_router)
+
+    # Added before CORS, so CORS stays outermost and even a 413 carries its headers.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     if settings.cors_in_app:
         from starlette.middleware.cors import CORSMiddleware
@@ -104,7 +124,8 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["content-type", "authorization", "x-api-key"],
             expose_headers=["x-request-id", "retry-after", "x-ratelimit-limit", "x-ratelimit-remaining",
-                            "x-ratelimit-reset"],
+                            "x-ratelimit-reset", "x-chat-deployment", "x-chat-fallbacks",
+                            "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens"],
             max_age=600,
         )
 
@@ -116,6 +137,7 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
     async def respond(request: Request, body: ChatRequestBody, encode: Encoder,
                       headers: dict[str, str]) -> StreamingResponse:
         principal = await parts.authenticator.authenticate(request)
+        check_request_size(body, settings)
         system = system_prompt(body, settings)
         max_output = min(body.maxOutputTokens or settings.max_output_tokens, settings.max_output_tokens)
         estimate = estimate_messages_tokens(client_messages(body), system) + max_output
@@ -130,10 +152,13 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
                 await admitted.release()
             raise admitted if isinstance(admitted, BaseException) else loaded  # type: ignore[misc]
         turn = ChatTurn(
-            model=body.model or settings.default_model,
+            model=model_selector(body.model, body.complexity, settings.default_model),
+            complexity=body.complexity,
+            provider=body.provider,
             messages=loaded.messages,
             system=system,
             summary=loaded.summary,
+            chars_per_token=loaded.chars_per_token,
             temperature=body.temperature,
             max_output_tokens=max_output,
             message_id=loaded.message_id,
@@ -142,11 +167,13 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
             deadline_s=lambda_deadline_s(request),
         )
         try:
-            events = await primed(admitted.settle(loaded.record(service.stream(turn))))
+            first, events = await primed_with_first(admitted.settle(loaded.record(service.stream(turn))))
         except BaseException:
             await admitted.release()
             raise
-        return StreamingResponse(encode(events), headers={**headers, **admitted.headers})
+        # Tokens that arrive together leave in one write (see protocols/coalesce.py).
+        return StreamingResponse(coalesce_ready(encode(events)),
+                                 headers={**headers, **admitted.headers, **routing_headers(first)})
 
     @app.post("/api/chat")
     async def chat(request: Request, body: ChatRequestBody) -> StreamingResponse:

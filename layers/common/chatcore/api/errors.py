@@ -15,6 +15,12 @@ def error_response(exc: errors.ChatError) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, errors.LimitExceededError):
         headers.update(exc.headers)
+    if isinstance(exc, errors.UnauthorizedError):
+        # RFC 6750: a bare challenge when no credentials were sent, `invalid_token` when they were bad.
+        challenge = 'Bearer realm="chat"'
+        if isinstance(exc, errors.InvalidCredentialsError):
+            challenge += ', error="invalid_token"'
+        headers["www-authenticate"] = challenge
     if exc.retry_after is not None and exc.status_code in (429, 503):
         headers["retry-after"] = str(max(1, round(exc.retry_after)))
     status = exc.status_code
@@ -47,7 +53,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
+                413: "payload_too_large"}.get(exc.status_code, "http_error")
         body = {"error": {"code": code, "message": str(exc.detail)}}
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from chatcore import errors
+from chatcore.settings import Settings
+
+# C0 controls other than tab, newline and carriage return, and lone UTF-16 surrogates (which
+# JSON escapes can smuggle in and which cannot be encoded to UTF-8 for a provider).
+_FORBIDDEN_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+# Ids end up in storage keys: a conservative alphabet keeps them from breaking key structure.
+ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,200}$"
+
+
+def clean_text(value: str | None) -> str | None:
+    """`value` unchanged, or `ValueError` if it holds NUL, other C0 controls or lone surrogates."""
+    if value is not None and _FORBIDDEN_CHARS.search(value):
+        raise ValueError("text must not contain control characters (other than tab and newlines) "
+                         "or invalid Unicode")
+    return value
 
 
 class UIPart(BaseModel):
@@ -13,17 +31,21 @@ class UIPart(BaseModel):
     type: str = Field(max_length=200)
     text: str | None = None
 
+    _clean_text = field_validator("text")(clean_text)
+
 
 class UIMessage(BaseModel):
     """A UIMessage (`parts`) or a simple `{role, content}` message."""
 
     model_config = ConfigDict(extra="allow")
 
-    id: str | None = Field(default=None, max_length=200)
+    id: str | None = Field(default=None, pattern=ID_PATTERN)
     role: Literal["user", "assistant", "system"]
     parts: list[UIPart] | None = None
     content: str | None = None
     metadata: dict[str, Any] | None = None
+
+    _clean_content = field_validator("content")(clean_text)
 
     def text(self) -> str:
         """The message's visible text: its text parts joined, or its `content`."""
@@ -37,18 +59,38 @@ class ChatRequestBody(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    id: str | None = Field(default=None, max_length=200)
+    id: str | None = Field(default=None, pattern=ID_PATTERN)
     messages: list[UIMessage] = Field(min_length=1)
     trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
-    messageId: str | None = Field(default=None, max_length=200)
+    messageId: str | None = Field(default=None, pattern=ID_PATTERN)
     model: str | None = Field(default=None, max_length=300)
     system: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     maxOutputTokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    complexity: Literal["simple", "medium", "complex"] | None = None  # picks a tier when `model` is absent
+    provider: str | None = Field(default=None, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$")  # preferred provider
+
+    _clean_system = field_validator("system")(clean_text)
 
     @field_validator("messages")
     @classmethod
-    def _last_message_has_text(cls, messages: list[UIMessage]) -> list[UIMessage]:
+    def _user_messages_have_text(cls, messages: list[UIMessage]) -> list[UIMessage]:
         if messages and messages[-1].role == "user" and not messages[-1].text().strip():
             raise ValueError("the last user message is empty")
+        if not any(message.role == "user" for message in messages):
+            raise ValueError("there is no user message")
+        if any(message.role == "user" and not message.text().strip() for message in messages):
+            raise ValueError("a user message is empty or only whitespace")
         return messages
+
+
+def check_request_size(body: ChatRequestBody, settings: Settings) -> None:
+    """Enforce `MAX_MESSAGES` (400) and `MAX_MESSAGE_CHARS` (413) on a parsed body."""
+    if len(body.messages) > settings.max_messages:
+        raise errors.RequestError(f"Too many messages: {len(body.messages)} (at most {settings.max_messages}).")
+    for index, message in enumerate(body.messages):
+        if len(message.text()) > settings.max_message_chars:
+            raise errors.PayloadTooLargeError(
+                f"Message {index} is longer than {settings.max_message_chars} characters.")
+    if body.system is not None and len(body.system) > settings.max_message_chars:
+        raise errors.PayloadTooLargeError(f"The system prompt is longer than {settings.max_message_chars} characters.")

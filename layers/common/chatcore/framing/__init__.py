@@ -1,1 +1,1 @@
-"""Incremental decoders for the byte streams providers send (SSE, NDJSON)."""
+"""Incremental decoders for the byte streams providers send (SSE, NDJSON, AWS event stream)."""

@@ -7,7 +7,10 @@ from typing import Any
 
 
 class NDJSONDecoder:
-    """Feed bytes, get back parsed objects; splits only at LF, so UTF-8 is never cut."""
+    """Feed bytes, get back parsed objects. Splits only at LF (never inside a UTF-8 character).
+
+    A line that is not valid JSON raises `ValueError`; adapters turn that into a provider error.
+    """
 
     __slots__ = ("_buffer",)
 
@@ -15,12 +18,14 @@ class NDJSONDecoder:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[Any]:
-        self._buffer += chunk
-        if b"\n" not in self._buffer:
+        if b"\n" not in chunk:
+            self._buffer += chunk
             return []
-        *lines, self._buffer = self._buffer.split(b"\n")
+        *lines, rest = (self._buffer + chunk).split(b"\n")
+        self._buffer = rest
         return [json.loads(line) for line in lines if line.strip()]
 
     def flush(self) -> list[Any]:
+        """End of body: an unterminated last line is parsed too."""
         line, self._buffer = self._buffer, b""
         return [json.loads(line)] if line.strip() else []

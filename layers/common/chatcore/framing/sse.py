@@ -108,8 +108,10 @@ class SSEDecoder:
         return []
 
     def _dispatch(self) -> list[SSEEvent | RawLine]:
-        if not self._data:
+        if not self._data or self._data == [""]:
+            # The spec dispatches nothing when the data buffer is empty (a lone `data:` line).
             self._event = ""
+            self._data = []
             return []
         event = SSEEvent(self._event or "message", "\n".join(self._data), self._id)
         self._event = ""

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from chatcore.auth import Principal
 from chatcore.events import Event
+from chatcore.settings import Settings
 
 
 class Admission(Protocol):
@@ -42,3 +43,12 @@ class UnlimitedAdmission:
 class NoLimits:
     async def admit(self, principal: Principal, estimated_tokens: int) -> Admission:
         return UnlimitedAdmission()
+
+
+def build_limiter(settings: Settings) -> Limiter:
+    """`LIMITS_ENABLED=false` → no limits; otherwise the DynamoDB limiter (bad `LIMITS_JSON` raises here)."""
+    if not settings.limits_enabled:
+        return NoLimits()
+    from chatcore.limits.limiter import DynamoDBLimiter
+
+    return DynamoDBLimiter.from_settings(settings)

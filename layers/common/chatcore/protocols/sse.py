@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 from chatcore.events import ErrorEvent, Event, Finish, TextDelta
+from chatcore.protocols.wire_json import json_bytes
 
 HEADERS = {
     "content-type": "text/event-stream",
@@ -17,18 +17,17 @@ HEADERS = {
     "x-accel-buffering": "no",
 }
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 DONE = b"data: [DONE]\n\n"
 
 
 async def encode_sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
     async for event in events:
         if isinstance(event, TextDelta):
-            yield b"data: " + _dumps({"content": event.text}).encode() + b"\n\n"
+            yield b"data: " + json_bytes({"content": event.text}) + b"\n\n"
         elif isinstance(event, Finish):
             yield DONE
             return
         elif isinstance(event, ErrorEvent):
-            yield b"data: " + _dumps({"error": event.message}).encode() + b"\n\n" + DONE
+            yield b"data: " + json_bytes({"error": event.message}) + b"\n\n" + DONE
             return
-    yield b"data: " + _dumps({"error": "The response ended unexpectedly."}).encode() + b"\n\n" + DONE
+    yield b"data: " + json_bytes({"error": "The response ended unexpectedly."}) + b"\n\n" + DONE

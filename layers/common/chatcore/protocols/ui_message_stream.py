@@ -6,7 +6,6 @@ shared/reference/ai-sdk-protocol.md for the chunk schema this follows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
+from chatcore.protocols.wire_json import json_bytes
 
 HEADERS = {
     "content-type": "text/event-stream",
@@ -39,11 +39,9 @@ _FINISH_REASONS = {
     "other": "other",
 }
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
 
 def _chunk(payload: dict[str, Any]) -> bytes:
-    return b"data: " + _dumps(payload).encode() + b"\n\n"
+    return b"data: " + json_bytes(payload) + b"\n\n"
 
 
 DONE = b"data: [DONE]\n\n"
@@ -72,6 +70,8 @@ async def encode_ui_message_stream(events: AsyncIterator[Event]) -> AsyncIterato
     usage: Usage | None = None
     open_part: tuple[str, str] | None = None  # ("text" | "reasoning", id)
     part_count = 0
+    # `start` goes out in the same write as the first token, which follows it at once anyway.
+    pending = b""
 
     def close_part() -> bytes:
         nonlocal open_part
@@ -84,17 +84,17 @@ async def encode_ui_message_stream(events: AsyncIterator[Event]) -> AsyncIterato
     async for event in events:
         if isinstance(event, TextDelta | ReasoningDelta):
             kind = "text" if isinstance(event, TextDelta) else "reasoning"
-            head = b""
+            head, pending = pending, b""
             if open_part is None or open_part[0] != kind:
-                head = close_part()
+                head += close_part()
                 open_part = (kind, f"{kind[0]}{part_count}")
                 part_count += 1
                 head += _chunk({"type": f"{kind}-start", "id": open_part[1]})
             yield head + _chunk({"type": f"{kind}-delta", "id": open_part[1], "delta": event.text})
         elif isinstance(event, Start):
             start = event
-            yield _chunk({"type": "start", "messageId": event.message_id,
-                          "messageMetadata": message_metadata(event, None, None, {})}) + _chunk(
+            pending += _chunk({"type": "start", "messageId": event.message_id,
+                               "messageMetadata": message_metadata(event, None, None, {})}) + _chunk(
                 {"type": "start-step"})
         elif isinstance(event, UsageReport):
             usage = event.usage
@@ -102,16 +102,16 @@ async def encode_ui_message_stream(events: AsyncIterator[Event]) -> AsyncIterato
             info = event
         elif isinstance(event, Finish):
             metadata = message_metadata(start, info, event.usage or usage, event.metadata)
-            yield close_part() + _chunk({"type": "finish-step"}) + _chunk(
+            yield pending + close_part() + _chunk({"type": "finish-step"}) + _chunk(
                 {"type": "finish", "finishReason": _FINISH_REASONS[event.reason], "messageMetadata": metadata}
             ) + DONE
             return
         elif isinstance(event, ErrorEvent):
             metadata = message_metadata(start, info, event.usage or usage, event.metadata)
             metadata["incomplete"] = True
-            yield _chunk({"type": "error", "errorText": event.message}) + _chunk({"type": "finish-step"}) + _chunk(
+            yield pending + _chunk({"type": "error", "errorText": event.message}) + _chunk({"type": "finish-step"}) + _chunk(
                 {"type": "finish", "finishReason": "error", "messageMetadata": metadata}
             ) + DONE
             return
     # The event source ended without Finish or ErrorEvent: say so rather than end silently.
-    yield _chunk({"type": "error", "errorText": "The response ended unexpectedly."}) + DONE
+    yield pending + _chunk({"type": "error", "errorText": "The response ended unexpectedly."}) + DONE

@@ -8,12 +8,15 @@ import json
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httpx
 
 from chatcore import errors
+from chatcore.events import ProviderEvent
+from chatcore.providers.base import ProbeResult
+from chatcore.providers.streaming import StreamParser, relay
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (
     weakref.WeakKeyDictionary()
@@ -84,6 +87,7 @@ def json_or_none(text: str) -> Any:
 _STATUS_CLASSES: dict[int, type[errors.ProviderError]] = {
     400: errors.BadRequestError,
     401: errors.AuthenticationError,
+    402: errors.QuotaExhaustedError,
     403: errors.PermissionDeniedError,
     404: errors.ModelNotFoundError,
     408: errors.ProviderTimeoutError,
@@ -91,28 +95,41 @@ _STATUS_CLASSES: dict[int, type[errors.ProviderError]] = {
     422: errors.BadRequestError,
     429: errors.RateLimitedError,
     503: errors.OverloadedError,
+    504: errors.ProviderTimeoutError,
     529: errors.OverloadedError,
 }
 
+# Matched against the provider's error *code/type* only: messages of ordinary rate limits also
+# mention "billing" or "quota", so message text must never turn a transient 429 into a final one.
+_QUOTA_CODES = ("insufficient_quota", "enforced_spend_limit", "billing_hard_limit", "quota_exceeded")
+# Matched against code and message: a context overflow is only ever described in words.
 _CONTEXT_HINTS = ("context_length", "context length", "context window", "too many tokens",
-                  "prompt is too long", "maximum context", "input is too long", "too long")
-_QUOTA_HINTS = ("insufficient_quota", "enforced_spend_limit", "billing", "credit", "quota exceeded")
+                  "prompt is too long", "maximum context", "input is too long",
+                  "maximum model length", "context_window")
 
 
-def classify_status(status: int, *, hint: str = "") -> type[errors.ProviderError]:
-    """The error class for an HTTP status, refined by the provider's error code or message."""
-    hint = hint.lower()
-    if status == 429 and any(h in hint for h in _QUOTA_HINTS):
+def classify_status(status: int, *, code: str = "", message: str = "") -> type[errors.ProviderError]:
+    """The error class for an HTTP status, refined by the provider's error code and message."""
+    code = code.lower()
+    if status == 429 and any(h in code for h in _QUOTA_CODES):
         return errors.QuotaExhaustedError
-    if status in (400, 413) and any(h in hint for h in _CONTEXT_HINTS):
+    if status in (400, 413) and any(h in f"{code} {message.lower()}" for h in _CONTEXT_HINTS):
         return errors.ContextTooLongError
-    if status == 402:
-        return errors.QuotaExhaustedError
     if status in _STATUS_CLASSES:
         return _STATUS_CLASSES[status]
     if status >= 500:
         return errors.ServerError
     return errors.BadRequestError
+
+
+def should_retry_override(headers: Mapping[str, str]) -> bool | None:
+    """The provider's own verdict (`x-should-retry`, sent by OpenAI and Anthropic), if any."""
+    value = (headers.get("x-should-retry") or "").strip().lower()
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    return None
 
 
 _SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{10,}|key=[^&\s\"']+|Bearer\s+\S+)")
@@ -139,7 +156,7 @@ async def read_error_body(response: httpx.Response, limit: int = 65536) -> str:
 async def iter_bytes(response: httpx.Response, provider: str, model: str) -> AsyncIterator[bytes]:
     """The raw body, with transport failures turned into classified provider errors."""
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():
             yield chunk
     except httpx.TimeoutException as exc:
         raise errors.ProviderTimeoutError("The provider timed out.", provider=provider, model=model) from exc
@@ -153,6 +170,51 @@ async def iter_bytes(response: httpx.Response, provider: str, model: str) -> Asy
 
 
 def transport_error(exc: httpx.TransportError, provider: str, model: str) -> errors.ProviderError:
+    """A failure to connect or send, classified (the message never carries the URL or key)."""
     if isinstance(exc, httpx.TimeoutException):
         return errors.ProviderTimeoutError("The provider timed out.", provider=provider, model=model)
     return errors.NetworkError("Could not reach the provider.", provider=provider, model=model)
+
+
+ErrorFromResponse = Callable[[int, Mapping[str, str], str], errors.ProviderError]
+
+
+async def stream_post(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    parser: StreamParser,
+    error_from_response: ErrorFromResponse,
+    provider: str,
+    model: str,
+) -> AsyncIterator[ProviderEvent]:
+    """POST a streaming request and relay the parsed events; HTTP and transport errors classified.
+
+    Leaving the generator early (client gone, deadline) exits the `client.stream` block, which
+    closes the upstream connection instead of returning it to the pool half-read.
+    """
+    try:
+        async with client.stream("POST", url, json=body, headers=headers) as response:
+            if response.status_code >= 400:
+                text = await read_error_body(response)
+                raise error_from_response(response.status_code, response.headers, text)
+            async for event in relay(parser, iter_bytes(response, provider, model)):
+                yield event
+    except httpx.TransportError as exc:
+        raise transport_error(exc, provider, model) from exc
+
+
+async def probe_get(client: httpx.AsyncClient, url: str, *, headers: Mapping[str, str],
+                    timeout: float) -> ProbeResult:
+    """A cheap GET (list models, version) as a health probe: `up` on 2xx, else `down` with why."""
+    started = time.perf_counter()
+    try:
+        response = await client.get(url, headers=dict(headers), timeout=timeout)
+    except httpx.HTTPError as exc:
+        return ProbeResult("down", (time.perf_counter() - started) * 1000, type(exc).__name__)
+    latency = (time.perf_counter() - started) * 1000
+    if response.status_code >= 400:
+        return ProbeResult("down", latency, f"HTTP {response.status_code}")
+    return ProbeResult("up", latency)

@@ -9,7 +9,6 @@ through `OPENAI_BASE_URL`. Differences handled: usage on any chunk (standard usa
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -29,8 +28,15 @@ from chatcore.events import (
 from chatcore.framing.sse import SSEDecoder, SSEEvent
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
-from chatcore.providers.base import ProbeResult
-from chatcore.providers.streaming import relay
+from chatcore.providers.base import ProbeResult, provider_options
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+# Passed through as body fields (ModelRequest.options["openai"]); anything else is a 400.
+OPENAI_OPTIONS = frozenset({
+    "top_p", "seed", "presence_penalty", "frequency_penalty", "reasoning_effort", "service_tier",
+    "user", "logit_bias", "response_format", "parallel_tool_calls", "verbosity", "top_k", "min_p",
+    "repetition_penalty", "provider", "transforms", "route", "models",
+})
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -55,31 +61,53 @@ def _usage(raw: Mapping[str, Any]) -> Usage:
 
 def error_from_payload(payload: Mapping[str, Any], *, provider: str, model: str,
                        http_status: int, headers: Mapping[str, str] | None = None) -> errors.ProviderError:
-    """Classify an OpenAI-style error object (`{"error": {...}}` or vLLM's flat form)."""
+    """Classify an OpenAI-style error object (`{"error": {...}}` or vLLM's older flat form).
+
+    After HTTP 200 the error is an `InStreamError`; whether a retry helps comes from the status
+    inside it (OpenRouter, vLLM put one in `code`) or its type (`server_error` and unknowns retry).
+    """
     err = payload.get("error", payload)
     if not isinstance(err, Mapping):
         err = {"message": str(err)}
     message = str(err.get("message") or "The provider returned an error.")
     code = err.get("code")
     etype = err.get("type")
-    hint = " ".join(str(x) for x in (code, etype, message) if x)
-    retry_after = http.parse_retry_after(headers or {})
+    code_text = " ".join(str(x) for x in (etype, code) if x)
+    headers = headers or {}
+    retry_after = http.parse_retry_after(headers)
     if http_status == 200:
-        # In-stream: the status inside the error (OpenRouter) or its type decides.
         inner = int(code) if isinstance(code, int) or (isinstance(code, str) and code.isdigit()) else 0
-        cls = http.classify_status(inner, hint=hint) if inner else None
-        if cls is None and any(h in hint.lower() for h in ("badrequest", "invalid_request", "context")):
-            cls = errors.BadRequestError
-        retryable = cls.retryable if cls is not None else True
-        if inner and inner >= 500:
-            retryable = True
+        if inner >= 400:
+            cls = http.classify_status(inner, code=code_text, message=message)
+            retryable = cls.retryable or inner >= 500
+        else:
+            lowered = code_text.lower()
+            retryable = not any(h in lowered for h in ("badrequest", "invalid_request", "context_length"))
         return errors.InStreamError(
             http.safe_message(message), provider=provider, model=model, http_status=200,
-            retryable=retryable, retry_after=retry_after, provider_code=str(code or etype or ""),
+            retryable=retryable, retry_after=retry_after, provider_code=code_text.replace(" ", ":"),
         )
-    cls = http.classify_status(http_status, hint=hint)
+    cls = http.classify_status(http_status, code=code_text, message=message)
     return cls(http.safe_message(message), provider=provider, model=model, http_status=http_status,
-               retry_after=retry_after, provider_code=str(code or etype or ""))
+               retry_after=retry_after, retryable=_retryable(cls, headers),
+               provider_code=code_text.replace(" ", ":"))
+
+
+def _retryable(cls: type[errors.ProviderError], headers: Mapping[str, str]) -> bool:
+    """The class decides, but a quota error stays final even if the server says retry."""
+    override = http.should_retry_override(headers)
+    if override is None or cls is errors.QuotaExhaustedError:
+        return cls.retryable
+    return override
+
+
+def error_from_response(status: int, headers: Mapping[str, str], text: str, *, provider: str,
+                        model: str) -> errors.ProviderError:
+    """An HTTP error response (JSON error object, or a proxy's HTML page) classified."""
+    payload = http.json_or_none(text)
+    if not isinstance(payload, dict):
+        payload = {"error": {"message": f"HTTP {status} from the provider."}}
+    return error_from_payload(payload, provider=provider, model=model, http_status=status, headers=headers)
 
 
 class OpenAIStreamParser:
@@ -171,16 +199,18 @@ class OpenAIProvider:
         self,
         *,
         api_key: Callable[[], str | None] | str | None,
-        base_url: str = "https://api.openai.com/v1",
+        base_url: str = OPENAI_BASE_URL,
         name: str = "openai",
         include_usage: bool = True,
         extra_headers: Mapping[str, str] | None = None,
+        http_client: httpx.AsyncClient | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.include_usage = include_usage
         self._extra_headers = dict(extra_headers or {})
+        self._http_client = http_client  # tests inject one; otherwise the pooled client
 
     def _headers(self) -> dict[str, str]:
         key = self._api_key() if callable(self._api_key) else self._api_key
@@ -200,39 +230,30 @@ class OpenAIProvider:
         if request.temperature is not None:
             body["temperature"] = request.temperature
         if request.max_output_tokens is not None:
-            body["max_completion_tokens"] = request.max_output_tokens
+            # api.openai.com deprecated max_tokens; most compatible servers only know max_tokens.
+            key = "max_completion_tokens" if self.base_url == OPENAI_BASE_URL else "max_tokens"
+            body[key] = request.max_output_tokens
         if request.stop:
             body["stop"] = list(request.stop)
-        body.update(request.options.get("openai", {}))
+        body.update(provider_options(request, "openai", OPENAI_OPTIONS))
         return body
 
+    def _client(self) -> httpx.AsyncClient:
+        return self._http_client or http.client_for(f"{self.name}:{self.base_url}")
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
-        client = http.client_for(f"{self.name}:{self.base_url}")
-        try:
-            async with client.stream("POST", f"{self.base_url}/chat/completions",
-                                     json=self.build_body(request), headers=self._headers()) as response:
-                if response.status_code >= 400:
-                    text = await http.read_error_body(response)
-                    payload = http.json_or_none(text)
-                    if not isinstance(payload, dict):
-                        payload = {"error": {"message": f"HTTP {response.status_code} from the provider."}}
-                    raise error_from_payload(payload, provider=self.name, model=request.model,
-                                             http_status=response.status_code, headers=response.headers)
-                parser = OpenAIStreamParser(self.name, request.model)
-                async for event in relay(parser, http.iter_bytes(response, self.name, request.model)):
-                    yield event
-        except httpx.TransportError as exc:
-            raise http.transport_error(exc, self.name, request.model) from exc
+        """Stream one chat completion as events; raises a classified `ProviderError` on failure."""
+        def classify(status: int, headers: Mapping[str, str], text: str) -> errors.ProviderError:
+            return error_from_response(status, headers, text, provider=self.name, model=request.model)
+
+        async for event in http.stream_post(
+            self._client(), f"{self.base_url}/chat/completions", body=self.build_body(request),
+            headers=self._headers(), parser=OpenAIStreamParser(self.name, request.model),
+            error_from_response=classify, provider=self.name, model=request.model,
+        ):
+            yield event
 
     async def probe(self, timeout: float = 5.0) -> ProbeResult:
-        """`GET /models`: free, and proves the key and the endpoint."""
-        started = time.perf_counter()
-        try:
-            response = await http.client_for(f"{self.name}:{self.base_url}").get(
-                f"{self.base_url}/models", headers=self._headers(), timeout=timeout)
-        except httpx.HTTPError as exc:
-            return ProbeResult("down", (time.perf_counter() - started) * 1000, type(exc).__name__)
-        latency = (time.perf_counter() - started) * 1000
-        if response.status_code >= 400:
-            return ProbeResult("down", latency, f"HTTP {response.status_code}")
-        return ProbeResult("up", latency)
+        """`GET /models`: free, and proves both the key and the endpoint."""
+        return await http.probe_get(self._client(), f"{self.base_url}/models", headers=self._headers(),
+                                    timeout=timeout)

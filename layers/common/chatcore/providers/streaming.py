@@ -7,11 +7,17 @@ returns the events before it and sets `error`; the relay yields those, then rais
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Protocol
 
 from chatcore import errors
-from chatcore.events import ProviderEvent
+from chatcore.events import Finish, ProviderEvent
+
+# After the end marker only the end of the HTTP message is left; a server that keeps the body
+# open longer costs its connection (closed instead of pooled), never the answer.
+DRAIN_TIMEOUT_S = 0.5
 
 
 class StreamParser(Protocol):
@@ -27,14 +33,29 @@ class StreamParser(Protocol):
 
 
 async def relay(parser: StreamParser, body: AsyncIterator[bytes]) -> AsyncIterator[ProviderEvent]:
-    """Run a parser over a byte stream, raising the first error only after the events before it."""
+    """Run a parser over a byte stream, raising the first error only after the events before it.
+
+    The body is read to its end before `Finish` is yielded: consumers stop at `Finish`, and a
+    response closed half-read cannot go back to the connection pool, so every request would pay
+    a new TCP and TLS handshake.
+    """
     async for chunk in body:
-        for event in parser.feed(chunk):
+        events = parser.feed(chunk)
+        if events and isinstance(events[-1], Finish):
+            await _drain(body)
+        for event in events:
             yield event
         if parser.error is not None:
             raise parser.error
     for event in parser.close():
         yield event
+
+
+async def _drain(body: AsyncIterator[bytes]) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            async for _ in body:
+                pass
 
 
 def parse_all(parser: StreamParser, chunks: list[bytes]) -> tuple[list[ProviderEvent], errors.ProviderError | None]:

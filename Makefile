@@ -1,0 +1,83 @@
+# Streaming chat backend: local development, tests and the SAM bundle.
+# New here? `make dev` (local server with an embedded DynamoDB) and `make test`.
+# GNU make. Everything a target needs it installs (virtualenvs, npm packages for tests/aisdk).
+
+SHELL := /bin/bash
+
+# Python 3.13 (the Lambda runtime): pyenv's if installed, else python3.13 on PATH, else python3.
+PY ?= $(or $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3))),$(shell command -v python3.13 2>/dev/null),python3)
+VENV ?= .venv
+SAMVENV ?= .samvenv
+REGION ?= us-east-1
+CONFIG_ENV ?= default
+
+SAM := SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam
+CFN_LINT := $(SAMVENV)/bin/cfn-lint
+# `sam build` needs python3.13 on PATH; with pyenv, make every installed 3.x visible at once.
+PYENV_VERSIONS := $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.[0-9]+\.[0-9]+$$' | paste -sd: -)
+SAM_BUILD_ENV := $(if $(PYENV_VERSIONS),PYENV_VERSION=$(PYENV_VERSIONS))
+
+SETUP_STAMP := $(VENV)/.setup-stamp
+SAM_STAMP := $(SAMVENV)/.setup-stamp
+AISDK_PACKAGE := $(wildcard tests/aisdk/package.json)
+AISDK_STAMP := $(if $(AISDK_PACKAGE),tests/aisdk/node_modules/.setup-stamp)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup dev test invoke bench lint sam-setup validate build deploy clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(SETUP_STAMP) $(AISDK_STAMP) ## Create .venv and install the project (re-runs when pyproject.toml changes)
+
+$(SETUP_STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || { echo "Creating $(VENV) with $(PY)"; $(PY) -m venv $(VENV); }
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+tests/aisdk/node_modules/.setup-stamp: tests/aisdk/package.json $(wildcard tests/aisdk/package-lock.json)
+	@if ! command -v npm >/dev/null; then \
+		echo "npm not found: the Node.js AI SDK tests will be skipped"; \
+	elif [ -f tests/aisdk/package-lock.json ]; then \
+		npm ci --prefix tests/aisdk --no-audit --no-fund && touch $@; \
+	else \
+		npm install --prefix tests/aisdk --no-audit --no-fund && touch $@; \
+	fi
+
+dev: setup ## Run the chat app on http://127.0.0.1:$${PORT:-8000} with an embedded DynamoDB
+	$(VENV)/bin/python -m devtools.devserver
+
+test: setup ## Run the whole test suite
+	$(VENV)/bin/pytest -q
+
+invoke: setup ## Run a handler on an event: make invoke FN=chat|health|summarize EVENT=events/....json
+	@if [ -z "$(FN)" ] || [ -z "$(EVENT)" ]; then \
+		echo "usage: make invoke FN=chat|health|summarize EVENT=events/<file>.json"; exit 2; fi
+	$(VENV)/bin/python -m devtools.invoke $(FN) $(EVENT)
+
+bench: setup ## Run the benchmarks
+	$(VENV)/bin/python -m bench
+
+lint: setup ## ruff on everything, mypy on the chatcore package
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy layers/common/chatcore
+
+sam-setup: $(SAM_STAMP) ## Create .samvenv with the SAM CLI and cfn-lint
+
+$(SAM_STAMP):
+	@test -x $(SAMVENV)/bin/python || { echo "Creating $(SAMVENV) with $(PY)"; $(PY) -m venv $(SAMVENV); }
+	$(SAMVENV)/bin/python -m pip install --quiet aws-sam-cli cfn-lint
+	@touch $@
+
+validate: sam-setup ## sam validate --lint and cfn-lint on template.yaml
+	$(SAM) validate --lint --region $(REGION)
+	$(CFN_LINT) template.yaml
+
+build: sam-setup ## sam build (arm64, no Docker)
+	$(SAM_BUILD_ENV) $(SAM) build
+
+deploy: build ## sam deploy --guided (CONFIG_ENV=prod for the prod stack)
+	$(SAM) deploy --guided --config-env $(CONFIG_ENV)
+
+clean: ## Remove build output (keeps the virtualenvs)
+	rm -rf .aws-sam

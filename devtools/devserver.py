@@ -1,0 +1,88 @@
+"""Local dev server: `python -m devtools.devserver` (or `make dev`).
+
+Serves the chat app (`functions/chat/main.py:app`) with uvicorn on 127.0.0.1:${PORT:-8000}, streaming
+exactly as under the Lambda Web Adapter. DynamoDB is chosen by `devtools.local_dynamodb` (the embedded
+moto emulator unless an endpoint or real AWS credentials are configured). Auth defaults to
+`AUTH_MODE=none` (everyone is `local-user`). Ctrl-C stops the server and the emulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from devtools.function_modules import load_entry_module
+from devtools.local_dynamodb import LocalDynamoDB, local_dynamodb
+
+DEFAULT_PORT = 8000
+
+# Defaults for a laptop: no auth, local stage. Anything already in the environment wins.
+LOCAL_DEFAULTS = {"AUTH_MODE": "none", "STAGE": "local", "LOG_LEVEL": "INFO"}
+
+
+def usage_banner(base_url: str, database: LocalDynamoDB) -> str:
+    """What to print at startup: where it runs and copy-pasteable curl commands."""
+    chat_body = ('{"id":"demo-conversation","messages":[{"id":"m1","role":"user",'
+                 '"parts":[{"type":"text","text":"Say hello"}]}],"trigger":"submit-message","model":"mock/echo"}')
+    sse_body = '{"messages":[{"role":"user","content":"Say hello"}],"model":"mock/echo"}'
+    return "\n".join([
+        f"Chat backend running at {base_url}  (Ctrl-C to stop)",
+        f"  {database.describe()}",
+        f"  auth: AUTH_MODE={os.environ.get('AUTH_MODE', '')}",
+        "",
+        "AI SDK UI message stream (what useChat reads):",
+        f"  curl -N {base_url}/api/chat -H 'content-type: application/json' \\",
+        f"    -d '{chat_body}'",
+        "",
+        "Plain SSE:",
+        f"  curl -N {base_url}/api/chat/sse -H 'content-type: application/json' \\",
+        f"    -d '{sse_body}'",
+        "",
+    ])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m devtools.devserver", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or DEFAULT_PORT),
+                        help="port (default $PORT or 8000)")
+    parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    return parser.parse_args(argv)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the emulator (if needed) and the chat app; block until Ctrl-C or SIGTERM."""
+    args = parse_args(argv)
+    for name, value in LOCAL_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    # uvicorn re-raises the signal that stopped it once it is done; turning SIGTERM into
+    # KeyboardInterrupt (like Ctrl-C) lets the emulator shut down instead of dying mid-flight.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    import uvicorn
+
+    backend = None
+    try:
+        with local_dynamodb() as database:
+            backend = database.backend
+            # Imported only now: the app reads its settings (table, endpoint, auth) on import.
+            app = load_entry_module("chat").app
+            print(usage_banner(f"http://{args.host}:{args.port}", database), flush=True)
+            uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=75)
+    except KeyboardInterrupt:
+        pass
+    if backend == "moto":
+        print("Embedded DynamoDB emulator stopped.", flush=True)
+    print("Dev server stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Summarize function entry point: extends one conversation's rolling summary.
+
+Invoked asynchronously by the chat function with `{"user_id": "...", "conversation_id": "..."}`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from chatcore.providers import ProviderRegistry
+from chatcore.settings import get_settings
+from chatcore.store.conversations import ConversationStore
+from chatcore.store.summarizer import ConversationSummarizer, handle_summarize_event
+
+
+@lru_cache(maxsize=1)
+def summarizer() -> ConversationSummarizer:
+    """Built on the first invocation and reused while the instance lives (no AWS call at import)."""
+    settings = get_settings()
+    return ConversationSummarizer(settings, ConversationStore(settings), ProviderRegistry(settings))
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return handle_summarize_event(event, summarizer())

@@ -1,0 +1,82 @@
+"""Request body size limit, enforced while the body is read (pure ASGI middleware).
+
+A `Content-Length` over the limit is refused before any byte is read; a body without one (chunked)
+is counted as it arrives and refused as soon as it passes the limit, so an oversized body is never
+buffered whole. Either way the client gets 413 with a JSON error.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatcore.errors import PayloadTooLargeError
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._reject(send)
+            return
+
+        received = 0
+        exceeded = False
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise _TooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal response_started
+            if exceeded:
+                return  # whatever the app answered to the aborted read, the client gets our 413
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            # Frameworks may wrap the aborted read in their own error; it is ours if we aborted.
+            if not exceeded:
+                raise
+        if exceeded and not response_started:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        error = PayloadTooLargeError(f"The request body is larger than {self.max_bytes} bytes.")
+        body = json.dumps(error.public_body()).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,67 @@
+"""Join the encoded chunks that are ready at the same moment into one write.
+
+A provider that sends a burst (a fast model, or many tokens in one network read) would otherwise
+cost one ASGI message and one socket write per token. The encoder runs in its own task and
+fills a bounded queue; the response takes everything queued at once. The first chunk, and a
+lone token, are written as soon as they are encoded (the writer runs whenever the encoder waits
+for input, and the encoder steps aside after its first chunk and every `SLICE` chunks), so
+streaming is never delayed, and the bound keeps backpressure from a slow client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+MAX_PENDING = 256  # chunks encoded ahead of the client; then the encoder waits for the writer
+SLICE = 64  # in a long burst, hand over to the writer every this many chunks
+
+
+class _End:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+async def coalesce_ready(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Yield `chunks` in order, each yield joining every chunk already produced."""
+    queue: asyncio.Queue[bytes | _End] = asyncio.Queue(MAX_PENDING)
+
+    async def produce() -> None:
+        produced = 0
+        try:
+            async for chunk in chunks:
+                await queue.put(chunk)
+                produced += 1
+                # The first chunk is the time to first token: let the writer send it now, not after
+                # the whole burst (and the request's end-of-stream bookkeeping) has been encoded.
+                if produced == 1 or produced % SLICE == 0:
+                    await asyncio.sleep(0)
+        except Exception as exc:  # handed to the writer, raised there after the chunks before it
+            await queue.put(_End(exc))
+        else:
+            await queue.put(_End(None))
+
+    producer = asyncio.create_task(produce())
+    try:
+        while True:
+            item = await queue.get()
+            batch: list[bytes] = []
+            while not isinstance(item, _End):
+                batch.append(item)
+                if queue.empty():
+                    break
+                item = queue.get_nowait()
+            if batch:
+                yield b"".join(batch)
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return
+    finally:
+        # The client went away or the stream ended: stop the encoder (and so the upstream call).
+        producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer

@@ -1,0 +1,259 @@
+"""Anthropic Messages API streaming (`POST /v1/messages`, `stream: true`).
+
+Wire rules handled: input tokens from `message_start` (plus cache reads and writes), the
+cumulative `output_tokens` of `message_delta` (replaced, never added), thinking blocks as
+reasoning, `ping` and unknown events ignored, `event: error` after HTTP 200, and EOF without
+`message_stop` as truncation. Requests: top-level `system`, required `max_tokens`, consecutive
+same-role messages merged (the API wants alternating turns).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import httpx
+
+from chatcore import errors
+from chatcore.events import (
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    ReasoningDelta,
+    ResponseInfo,
+    TextDelta,
+    Usage,
+    UsageReport,
+)
+from chatcore.framing.sse import SSEDecoder, SSEEvent
+from chatcore.messages import ModelRequest
+from chatcore.providers import http
+from chatcore.providers.base import ProbeResult, provider_options
+from chatcore.settings import Settings
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+ANTHROPIC_OPTIONS = frozenset({"thinking", "top_p", "top_k", "metadata", "service_tier"})
+
+_FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "other",
+}
+
+# Error `type` -> class, for HTTP errors and for `event: error` inside a 200 stream.
+_ERROR_TYPES: dict[str, type[errors.ProviderError]] = {
+    "invalid_request_error": errors.BadRequestError,
+    "authentication_error": errors.AuthenticationError,
+    "permission_error": errors.PermissionDeniedError,
+    "not_found_error": errors.ModelNotFoundError,
+    "request_too_large": errors.ContextTooLongError,
+    "rate_limit_error": errors.RateLimitedError,
+    "api_error": errors.ServerError,
+    "overloaded_error": errors.OverloadedError,
+    "timeout_error": errors.ProviderTimeoutError,
+    "billing_error": errors.QuotaExhaustedError,
+}
+
+
+def _error_class(status: int, etype: str, message: str, details: object) -> type[errors.ProviderError]:
+    detail_code = str(details.get("error_code", "")) if isinstance(details, Mapping) else ""
+    if "enforced_spend_limit" in detail_code or etype == "billing_error":
+        return errors.QuotaExhaustedError
+    if etype == "invalid_request_error" and "prompt is too long" in message.lower():
+        return errors.ContextTooLongError
+    if etype in _ERROR_TYPES:
+        return _ERROR_TYPES[etype]
+    return http.classify_status(status, code=etype, message=message)
+
+
+def error_from_response(status: int, headers: Mapping[str, str], text: str, *, provider: str = "anthropic",
+                        model: str = "") -> errors.ProviderError:
+    """Classify an HTTP error: `{"type":"error","error":{"type","message","details"?}}`."""
+    payload = http.json_or_none(text)
+    err = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(err, dict):
+        err = {"type": "", "message": f"HTTP {status} from the provider."}
+    etype = str(err.get("type") or "")
+    message = str(err.get("message") or f"HTTP {status} from the provider.")
+    cls = _error_class(status, etype, message, err.get("details"))
+    retryable = cls.retryable
+    override = http.should_retry_override(headers)
+    if override is not None and cls is not errors.QuotaExhaustedError:
+        retryable = override
+    return cls(http.safe_message(message), provider=provider, model=model, http_status=status,
+               retry_after=http.parse_retry_after(headers), retryable=retryable, provider_code=etype)
+
+
+class AnthropicStreamParser:
+    """Messages SSE bytes to events."""
+
+    def __init__(self, provider: str = "anthropic", model: str = "") -> None:
+        self.provider = provider
+        self.model = model
+        self.error: errors.ProviderError | None = None
+        self._decoder = SSEDecoder()
+        self._done = False
+        self._input: int | None = None
+        self._cached: int | None = None
+        self._output: int | None = None
+        self._stop_reason: str | None = None
+
+    def feed(self, chunk: bytes) -> list[ProviderEvent]:
+        if self.error is not None or self._done:
+            return []
+        out: list[ProviderEvent] = []
+        for item in self._decoder.feed(chunk):
+            if isinstance(item, SSEEvent):
+                self._event(item.data, out)
+                if self.error is not None or self._done:
+                    break
+        return out
+
+    def close(self) -> list[ProviderEvent]:
+        out: list[ProviderEvent] = []
+        if self.error is None and not self._done:
+            for item in self._decoder.flush():
+                if isinstance(item, SSEEvent):
+                    self._event(item.data, out)
+        if self.error is not None:
+            raise self.error
+        if not self._done:
+            raise errors.TruncatedStreamError("The provider closed the stream before it was complete.",
+                                              provider=self.provider, model=self.model)
+        return out
+
+    def _usage(self) -> Usage:
+        return Usage(input_tokens=self._input, output_tokens=self._output, cached_input_tokens=self._cached)
+
+    def _take_usage(self, raw: Mapping[str, Any], *, with_output: bool) -> None:
+        if raw.get("input_tokens") is not None:
+            cache_read = raw.get("cache_read_input_tokens") or 0
+            cache_write = raw.get("cache_creation_input_tokens") or 0
+            self._input = raw["input_tokens"] + cache_read + cache_write
+            self._cached = raw.get("cache_read_input_tokens")
+        if with_output and raw.get("output_tokens") is not None:
+            self._output = raw["output_tokens"]  # cumulative: replace, never add
+
+    def _event(self, data: str, out: list[ProviderEvent]) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            self.error = errors.InStreamError("The provider sent malformed data.", provider=self.provider,
+                                              model=self.model, http_status=200, retryable=True)
+            return
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta" and delta.get("text"):
+                out.append(TextDelta(delta["text"]))
+            elif dtype == "thinking_delta" and delta.get("thinking"):
+                out.append(ReasoningDelta(delta["thinking"]))
+        elif kind == "message_start":
+            message = event.get("message") or {}
+            out.append(ResponseInfo(model=message.get("model"), response_id=message.get("id")))
+            # message_start's output_tokens (1) is a placeholder: output stays unknown until message_delta.
+            self._take_usage(message.get("usage") or {}, with_output=False)
+            out.append(UsageReport(self._usage()))
+        elif kind == "message_delta":
+            self._stop_reason = (event.get("delta") or {}).get("stop_reason") or self._stop_reason
+            self._take_usage(event.get("usage") or {}, with_output=True)
+            out.append(UsageReport(self._usage()))
+        elif kind == "message_stop":
+            self._done = True
+            reason = _FINISH.get(self._stop_reason or "", "other") if self._stop_reason else "stop"
+            out.append(Finish(reason=reason, raw_reason=self._stop_reason, usage=self._usage()))
+        elif kind == "error":
+            err = event.get("error") or {}
+            etype = str(err.get("type") or "")
+            message = str(err.get("message") or "The provider reported an error.")
+            cls = _error_class(200, etype, message, err.get("details"))
+            self.error = errors.InStreamError(http.safe_message(message), provider=self.provider,
+                                              model=self.model, http_status=200, retryable=cls.retryable,
+                                              provider_code=etype)
+
+
+def merge_turns(request: ModelRequest) -> list[dict[str, Any]]:
+    """Messages with consecutive same-role turns joined (Anthropic requires alternation)."""
+    merged: list[dict[str, Any]] = []
+    for message in request.messages:
+        if merged and merged[-1]["role"] == message.role:
+            merged[-1]["content"] += "\n\n" + message.content
+        else:
+            merged.append({"role": message.role, "content": message.content})
+    return merged
+
+
+class AnthropicProvider:
+    """The Anthropic Messages API (or a compatible gateway at another base URL)."""
+
+    def __init__(self, *, api_key: Callable[[], str | None] | str | None,
+                 base_url: str = "https://api.anthropic.com", name: str = "anthropic",
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._http_client = http_client
+
+    def _headers(self) -> dict[str, str]:
+        key = self._api_key() if callable(self._api_key) else self._api_key
+        headers = {"content-type": "application/json", "accept": "text/event-stream",
+                   "anthropic-version": API_VERSION}
+        if key:
+            headers["x-api-key"] = key
+        return headers
+
+    def _client(self) -> httpx.AsyncClient:
+        return self._http_client or http.client_for(f"{self.name}:{self.base_url}")
+
+    def build_body(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body of `POST /v1/messages` for this request."""
+        body: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
+            "messages": merge_turns(request),
+            "stream": True,
+        }
+        if request.system:
+            body["system"] = request.system
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.stop:
+            body["stop_sequences"] = list(request.stop)
+        body.update(provider_options(request, "anthropic", ANTHROPIC_OPTIONS))
+        return body
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
+        """Stream one message as events; raises a classified `ProviderError` on failure."""
+        def classify(status: int, headers: Mapping[str, str], text: str) -> errors.ProviderError:
+            return error_from_response(status, headers, text, provider=self.name, model=request.model)
+
+        async for event in http.stream_post(
+            self._client(), f"{self.base_url}/v1/messages", body=self.build_body(request),
+            headers=self._headers(), parser=AnthropicStreamParser(self.name, request.model),
+            error_from_response=classify, provider=self.name, model=request.model,
+        ):
+            yield event
+
+    async def probe(self, timeout: float = 5.0) -> ProbeResult:
+        """`GET /v1/models?limit=1`: free, and proves both the key and the endpoint."""
+        return await http.probe_get(self._client(), f"{self.base_url}/v1/models?limit=1",
+                                    headers=self._headers(), timeout=timeout)
+
+
+def from_settings(settings: Settings) -> AnthropicProvider | None:
+    """The provider when a key (or a key secret name) is configured, else None (disabled)."""
+    from chatcore.secrets import api_key_getter
+
+    key = api_key_getter(settings, "anthropic", settings.anthropic_api_key)
+    if key is None:
+        return None
+    return AnthropicProvider(api_key=key, base_url=settings.anthropic_base_url)

@@ -1,0 +1,296 @@
+"""Google Gemini API streaming (`models/{model}:streamGenerateContent?alt=sse`).
+
+Wire rules handled: CRLF framing, no end marker (a `finishReason` or a blocked prompt ends the
+answer; EOF without either is truncation), `usageMetadata` as a running snapshot on every chunk
+(the last one wins), `thought: true` parts as reasoning, the raw pretty-printed JSON error blob
+Gemini appends without a `data:` prefix, safety stops and blocked prompts as
+`Finish(reason="content_filter")`, and `RetryInfo.retryDelay` on 429s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from chatcore import errors
+from chatcore.events import (
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    ReasoningDelta,
+    ResponseInfo,
+    TextDelta,
+    Usage,
+    UsageReport,
+)
+from chatcore.framing.sse import RawLine, SSEDecoder, SSEEvent
+from chatcore.messages import ModelRequest
+from chatcore.providers import http
+from chatcore.providers.base import ProbeResult, provider_options
+from chatcore.settings import Settings
+
+GEMINI_OPTIONS = frozenset({"generationConfig", "safetySettings", "thinkingConfig", "topP", "topK",
+                            "cachedContent", "labels"})
+
+_FINISH: dict[str, FinishReason] = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    "MALFORMED_FUNCTION_CALL": "error",
+    "UNEXPECTED_TOOL_CALL": "error",
+}
+
+_STATUS_CLASSES: dict[str, type[errors.ProviderError]] = {
+    "UNAUTHENTICATED": errors.AuthenticationError,
+    "PERMISSION_DENIED": errors.PermissionDeniedError,
+    "NOT_FOUND": errors.ModelNotFoundError,
+    "RESOURCE_EXHAUSTED": errors.RateLimitedError,
+    "INTERNAL": errors.ServerError,
+    "UNAVAILABLE": errors.OverloadedError,
+    "DEADLINE_EXCEEDED": errors.ProviderTimeoutError,
+}
+
+
+def _retry_delay(details: object) -> float | None:
+    """`details[@type=...RetryInfo].retryDelay`, a protobuf Duration such as `"41s"`."""
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
+            return http.parse_duration(detail.get("retryDelay"))
+    return None
+
+
+def _reasons(details: object) -> set[str]:
+    return {str(d.get("reason")) for d in (details if isinstance(details, list) else ())
+            if isinstance(d, dict) and d.get("reason")}
+
+
+def classify_error(err: Mapping[str, Any], http_status: int) -> tuple[type[errors.ProviderError], float | None]:
+    """The class for a Google RPC error object `{code, message, status, details}`, and its retry delay."""
+    status_name = str(err.get("status") or "")
+    code = err.get("code") if isinstance(err.get("code"), int) else http_status
+    message = str(err.get("message") or "")
+    details = err.get("details")
+    if "API_KEY_INVALID" in _reasons(details) or status_name == "UNAUTHENTICATED":
+        return errors.AuthenticationError, None
+    if status_name == "INVALID_ARGUMENT":
+        return http.classify_status(400, code=status_name, message=message), None
+    if status_name in _STATUS_CLASSES:
+        return _STATUS_CLASSES[status_name], _retry_delay(details)
+    return http.classify_status(code or 500, code=status_name, message=message), _retry_delay(details)
+
+
+def _error_object(payload: object) -> Mapping[str, Any] | None:
+    if isinstance(payload, list) and payload:  # the array-wrapped form (no alt=sse, Vertex)
+        payload = payload[0]
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        return payload["error"]
+    return None
+
+
+def error_from_response(status: int, headers: Mapping[str, str], text: str, *, provider: str = "gemini",
+                        model: str = "") -> errors.ProviderError:
+    """Classify an HTTP error (pretty JSON `{"error": {...}}`, possibly array-wrapped)."""
+    err = _error_object(http.json_or_none(text)) or {"message": f"HTTP {status} from the provider."}
+    cls, delay = classify_error(err, status)
+    retry_after = delay if delay is not None else http.parse_retry_after(headers)
+    return cls(http.safe_message(str(err.get("message") or "")), provider=provider, model=model,
+               http_status=status, retry_after=retry_after, provider_code=str(err.get("status") or ""))
+
+
+class GeminiStreamParser:
+    """`streamGenerateContent?alt=sse` bytes to events."""
+
+    def __init__(self, provider: str = "gemini", model: str = "") -> None:
+        self.provider = provider
+        self.model = model
+        self.error: errors.ProviderError | None = None
+        self._decoder = SSEDecoder()
+        self._done = False
+        self._usage: Usage | None = None
+        self._info_sent = False
+        self._raw: list[str] = []  # lines of a raw JSON blob outside SSE framing
+
+    def feed(self, chunk: bytes) -> list[ProviderEvent]:
+        if self.error is not None or self._done:
+            return []
+        return self._items(self._decoder.feed(chunk))
+
+    def close(self) -> list[ProviderEvent]:
+        out: list[ProviderEvent] = []
+        if self.error is None and not self._done:
+            out = self._items(self._decoder.flush())
+        if self.error is None and self._raw:
+            self.error = errors.InStreamError("The provider sent malformed data.", provider=self.provider,
+                                              model=self.model, http_status=200, retryable=True)
+        if self.error is not None:
+            raise self.error
+        if not self._done:
+            raise errors.TruncatedStreamError("The provider closed the stream before it was complete.",
+                                              provider=self.provider, model=self.model)
+        return out
+
+    def _items(self, items: list[SSEEvent | RawLine]) -> list[ProviderEvent]:
+        out: list[ProviderEvent] = []
+        for item in items:
+            if isinstance(item, SSEEvent):
+                self._chunk(http.json_or_none(item.data), out)
+            else:
+                self._raw_line(item.text)
+            if self.error is not None or self._done:
+                break
+        return out
+
+    def _raw_line(self, text: str) -> None:
+        """Collect lines of a JSON blob sent without `data:` until they parse as a whole."""
+        if not self._raw and not text.lstrip().startswith(("{", "[")):
+            return  # stray non-SSE noise: ignore, as the SSE spec does
+        self._raw.append(text)
+        payload = http.json_or_none("\n".join(self._raw))
+        if payload is not None:
+            self._raw = []
+            self._chunk(payload, [])
+            if self.error is None:
+                self.error = errors.InStreamError("The provider sent unexpected data.", provider=self.provider,
+                                                  model=self.model, http_status=200, retryable=True)
+
+    def _chunk(self, chunk: object, out: list[ProviderEvent]) -> None:
+        err = _error_object(chunk)
+        if err is not None:
+            cls, delay = classify_error(err, 200)
+            self.error = errors.InStreamError(
+                http.safe_message(str(err.get("message") or "")), provider=self.provider, model=self.model,
+                http_status=200, retryable=cls.retryable, retry_after=delay,
+                provider_code=str(err.get("status") or ""))
+            return
+        if not isinstance(chunk, dict):
+            self.error = errors.InStreamError("The provider sent malformed data.", provider=self.provider,
+                                              model=self.model, http_status=200, retryable=True)
+            return
+        if not self._info_sent and (chunk.get("responseId") or chunk.get("modelVersion")):
+            self._info_sent = True
+            out.append(ResponseInfo(model=chunk.get("modelVersion"), response_id=chunk.get("responseId")))
+        meta = chunk.get("usageMetadata")
+        if isinstance(meta, dict):
+            # A running snapshot (take the last, never sum). Thoughts are billed as output, so output
+            # counts candidates + thoughts, and reasoning_tokens says how many of them were thoughts.
+            thoughts = meta.get("thoughtsTokenCount")
+            self._usage = Usage(
+                input_tokens=meta.get("promptTokenCount"),
+                output_tokens=(meta.get("candidatesTokenCount") or 0) + (thoughts or 0),
+                cached_input_tokens=meta.get("cachedContentTokenCount"),
+                reasoning_tokens=thoughts,
+            )
+            out.append(UsageReport(self._usage))
+        candidates = chunk.get("candidates")
+        if not candidates:
+            block = (chunk.get("promptFeedback") or {}).get("blockReason")
+            if block:
+                self._done = True
+                out.append(Finish(reason="content_filter", raw_reason=str(block), usage=self._usage,
+                                  metadata={"block_reason": block}))
+            return
+        candidate = candidates[0] if isinstance(candidates, list) else None
+        if not isinstance(candidate, dict):
+            return
+        for part in (candidate.get("content") or {}).get("parts") or ():
+            text = part.get("text") if isinstance(part, dict) else None
+            if isinstance(text, str) and text:
+                out.append(ReasoningDelta(text) if part.get("thought") else TextDelta(text))
+        finish = candidate.get("finishReason")
+        if finish:
+            self._done = True
+            out.append(Finish(reason=_FINISH.get(finish, "other"), raw_reason=finish, usage=self._usage))
+
+
+def _contents(request: ModelRequest) -> list[dict[str, Any]]:
+    """Turns with Gemini's `model` role, consecutive same-role turns merged into one."""
+    contents: list[dict[str, Any]] = []
+    for message in request.messages:
+        role = "model" if message.role == "assistant" else "user"
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].append({"text": message.content})
+        else:
+            contents.append({"role": role, "parts": [{"text": message.content}]})
+    return contents
+
+
+class GeminiProvider:
+    """The Gemini API (AI Studio `generativelanguage`), authenticated by `x-goog-api-key`."""
+
+    def __init__(self, *, api_key: Callable[[], str | None] | str | None,
+                 base_url: str = "https://generativelanguage.googleapis.com", name: str = "gemini",
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._http_client = http_client
+
+    def _headers(self) -> dict[str, str]:
+        key = self._api_key() if callable(self._api_key) else self._api_key
+        headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        if key:
+            headers["x-goog-api-key"] = key  # a header, never `?key=`, so URLs in logs hold no secret
+        return headers
+
+    def _client(self) -> httpx.AsyncClient:
+        return self._http_client or http.client_for(f"{self.name}:{self.base_url}")
+
+    def url(self, model: str) -> str:
+        return f"{self.base_url}/v1beta/models/{quote(model, safe='')}:streamGenerateContent?alt=sse"
+
+    def build_body(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body of `streamGenerateContent` for this request."""
+        options = provider_options(request, "gemini", GEMINI_OPTIONS)
+        config: dict[str, Any] = {}
+        if request.temperature is not None:
+            config["temperature"] = request.temperature
+        if request.max_output_tokens is not None:
+            config["maxOutputTokens"] = request.max_output_tokens
+        if request.stop:
+            config["stopSequences"] = list(request.stop)
+        for key in ("thinkingConfig", "topP", "topK"):
+            if key in options:
+                config[key] = options.pop(key)
+        config.update(options.pop("generationConfig", None) or {})
+        body: dict[str, Any] = {"contents": _contents(request)}
+        if request.system:
+            body["systemInstruction"] = {"parts": [{"text": request.system}]}
+        if config:
+            body["generationConfig"] = config
+        body.update(options)
+        return body
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
+        """Stream one answer as events; raises a classified `ProviderError` on failure."""
+        def classify(status: int, headers: Mapping[str, str], text: str) -> errors.ProviderError:
+            return error_from_response(status, headers, text, provider=self.name, model=request.model)
+
+        async for event in http.stream_post(
+            self._client(), self.url(request.model), body=self.build_body(request),
+            headers=self._headers(), parser=GeminiStreamParser(self.name, request.model),
+            error_from_response=classify, provider=self.name, model=request.model,
+        ):
+            yield event
+
+    async def probe(self, timeout: float = 5.0) -> ProbeResult:
+        """`GET /v1beta/models?pageSize=1`: free, and proves both the key and the endpoint."""
+        return await http.probe_get(self._client(), f"{self.base_url}/v1beta/models?pageSize=1",
+                                    headers=self._headers(), timeout=timeout)
+
+
+def from_settings(settings: Settings) -> GeminiProvider | None:
+    """The provider when a key (or a key secret name) is configured, else None (disabled)."""
+    from chatcore.secrets import api_key_getter
+
+    key = api_key_getter(settings, "gemini", settings.gemini_api_key)
+    if key is None:
+        return None
+    return GeminiProvider(api_key=key, base_url=settings.gemini_base_url)

@@ -1,0 +1,184 @@
+"""Ollama's native chat API (`POST /api/chat`, NDJSON).
+
+Wire rules handled: one JSON object per LF-terminated line, `message.thinking` as reasoning,
+usage only on the `done: true` line (`prompt_eval_count` / `eval_count`), an `{"error": ...}`
+line inside a 200 body, and EOF before `done: true` as truncation. (Ollama's OpenAI-compatible
+`/v1` endpoint works through the OpenAI adapter instead.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import httpx
+
+from chatcore import errors
+from chatcore.events import (
+    Finish,
+    FinishReason,
+    ProviderEvent,
+    ReasoningDelta,
+    ResponseInfo,
+    TextDelta,
+    Usage,
+    UsageReport,
+)
+from chatcore.framing.ndjson import NDJSONDecoder
+from chatcore.messages import ModelRequest
+from chatcore.providers import http
+from chatcore.providers.base import ProbeResult, provider_options
+from chatcore.settings import Settings
+
+# Top-level body fields, and model parameters that go into `options`.
+OLLAMA_OPTIONS = frozenset({"think", "keep_alive", "format", "options"})
+
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
+
+
+def error_from_response(status: int, headers: Mapping[str, str], text: str, *, provider: str = "ollama",
+                        model: str = "") -> errors.ProviderError:
+    """Classify an HTTP error: `{"error": "..."}` with the HTTP status deciding the class."""
+    payload = http.json_or_none(text)
+    message = str(payload.get("error")) if isinstance(payload, dict) and payload.get("error") else (
+        f"HTTP {status} from the provider.")
+    cls = http.classify_status(status, message=message)
+    return cls(http.safe_message(message), provider=provider, model=model, http_status=status,
+               retry_after=http.parse_retry_after(headers))
+
+
+class OllamaStreamParser:
+    """`/api/chat` NDJSON bytes to events."""
+
+    def __init__(self, provider: str = "ollama", model: str = "") -> None:
+        self.provider = provider
+        self.model = model
+        self.error: errors.ProviderError | None = None
+        self._decoder = NDJSONDecoder()
+        self._done = False
+        self._info_sent = False
+
+    def feed(self, chunk: bytes) -> list[ProviderEvent]:
+        if self.error is not None or self._done:
+            return []
+        try:
+            lines = self._decoder.feed(chunk)
+        except ValueError:
+            self._malformed()
+            return []
+        return self._lines(lines)
+
+    def close(self) -> list[ProviderEvent]:
+        out: list[ProviderEvent] = []
+        if self.error is None and not self._done:
+            # A last line cut mid-JSON means the connection dropped: reported as truncation below.
+            with contextlib.suppress(ValueError):
+                out = self._lines(self._decoder.flush())
+        if self.error is not None:
+            raise self.error
+        if not self._done:
+            raise errors.TruncatedStreamError("The provider closed the stream before it was complete.",
+                                              provider=self.provider, model=self.model)
+        return out
+
+    def _malformed(self) -> None:
+        self.error = errors.InStreamError("The provider sent malformed data.", provider=self.provider,
+                                          model=self.model, http_status=200, retryable=True)
+
+    def _lines(self, lines: list[Any]) -> list[ProviderEvent]:
+        out: list[ProviderEvent] = []
+        for line in lines:
+            if not isinstance(line, dict):
+                continue
+            if line.get("error"):
+                # Ollama can only report a failure after output started this way; it is a runner crash.
+                self.error = errors.InStreamError(
+                    http.safe_message(str(line["error"])), provider=self.provider, model=self.model,
+                    http_status=200, retryable=True, provider_code="ollama_error")
+                break
+            if not self._info_sent and line.get("model"):
+                self._info_sent = True
+                out.append(ResponseInfo(model=line["model"]))
+            message = line.get("message") or {}
+            thinking = message.get("thinking")
+            if isinstance(thinking, str) and thinking:
+                out.append(ReasoningDelta(thinking))
+            content = message.get("content")
+            if isinstance(content, str) and content:
+                out.append(TextDelta(content))
+            if line.get("done"):
+                self._done = True
+                usage = Usage(input_tokens=line.get("prompt_eval_count"), output_tokens=line.get("eval_count"))
+                raw = line.get("done_reason")
+                out.append(UsageReport(usage))
+                out.append(Finish(reason=_FINISH.get(raw or "stop", "other"), raw_reason=raw, usage=usage))
+                break
+        return out
+
+
+class OllamaProvider:
+    """A local or remote Ollama server; no key locally, an optional Bearer key for Ollama Cloud."""
+
+    def __init__(self, *, base_url: str = "http://127.0.0.1:11434", name: str = "ollama",
+                 api_key: Callable[[], str | None] | str | None = None,
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._http_client = http_client
+
+    def _headers(self) -> dict[str, str]:
+        key = self._api_key() if callable(self._api_key) else self._api_key
+        headers = {"content-type": "application/json", "accept": "application/x-ndjson"}
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        return headers
+
+    def _client(self) -> httpx.AsyncClient:
+        return self._http_client or http.client_for(f"{self.name}:{self.base_url}")
+
+    def build_body(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body of `POST /api/chat` for this request."""
+        extra = provider_options(request, "ollama", OLLAMA_OPTIONS)
+        messages: list[dict[str, str]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+        options: dict[str, Any] = {}
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        if request.max_output_tokens is not None:
+            options["num_predict"] = request.max_output_tokens
+        if request.stop:
+            options["stop"] = list(request.stop)
+        options.update(extra.pop("options", None) or {})
+        body: dict[str, Any] = {"model": request.model, "messages": messages, "stream": True}
+        if options:
+            body["options"] = options
+        body.update(extra)
+        return body
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
+        """Stream one answer as events; raises a classified `ProviderError` on failure."""
+        def classify(status: int, headers: Mapping[str, str], text: str) -> errors.ProviderError:
+            return error_from_response(status, headers, text, provider=self.name, model=request.model)
+
+        async for event in http.stream_post(
+            self._client(), f"{self.base_url}/api/chat", body=self.build_body(request),
+            headers=self._headers(), parser=OllamaStreamParser(self.name, request.model),
+            error_from_response=classify, provider=self.name, model=request.model,
+        ):
+            yield event
+
+    async def probe(self, timeout: float = 5.0) -> ProbeResult:
+        """`GET /api/version`: instant, loads no model."""
+        return await http.probe_get(self._client(), f"{self.base_url}/api/version", headers=self._headers(),
+                                    timeout=timeout)
+
+
+def from_settings(settings: Settings) -> OllamaProvider | None:
+    """The provider when `OLLAMA_BASE_URL` is set, else None (disabled)."""
+    if not settings.ollama_base_url:
+        return None
+    return OllamaProvider(base_url=settings.ollama_base_url)

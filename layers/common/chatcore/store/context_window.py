@@ -1,0 +1,91 @@
+"""Fit a conversation into one deployment's context window.
+
+The prompt is: the system prompt, then the rolling summary (appended to the system prompt, so every
+provider accepts it), then as many of the most recent messages as fit, so that the estimated input
+plus the reserved output stays inside the window. Estimates use the conversation's calibrated
+characters-per-token ratio and keep a safety margin, because they are estimates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chatcore import errors
+from chatcore.messages import Message
+from chatcore.tokens import PER_MESSAGE_OVERHEAD, estimate_text_tokens
+
+SUMMARY_HEADING = "Summary of the earlier part of this conversation:"
+SAFETY_MARGIN = 0.05  # of the window, for the error of an estimate made without the real tokenizer
+
+
+@dataclass(frozen=True, slots=True)
+class FittedPrompt:
+    """What to send: the system text (with the summary, if any) and the messages, oldest first."""
+
+    system: str | None
+    messages: tuple[Message, ...]
+    estimated_input_tokens: int
+    dropped_messages: int  # older messages left out for lack of room
+    summary_included: bool
+
+
+def _message_tokens(message: Message, chars_per_token: float) -> int:
+    return estimate_text_tokens(message.content, chars_per_token) + PER_MESSAGE_OVERHEAD
+
+
+def _system_tokens(text: str | None, chars_per_token: float) -> int:
+    return estimate_text_tokens(text, chars_per_token) + PER_MESSAGE_OVERHEAD if text else 0
+
+
+def with_summary(system: str | None, summary: str | None) -> str | None:
+    """The system text with the summary appended under a heading."""
+    if not summary:
+        return system
+    block = f"{SUMMARY_HEADING}\n{summary}"
+    return f"{system}\n\n{block}" if system else block
+
+
+def fit_prompt(messages: Sequence[Message], system: str | None, summary: str | None, context_window: int,
+               max_output_tokens: int, calibration: float = 4.0) -> FittedPrompt:
+    """Build the prompt for a deployment with `context_window` tokens that must leave room for
+    `max_output_tokens`; `calibration` is the conversation's characters per token.
+
+    Priority when room is short: the system prompt, then the newest message, then the summary,
+    then older messages newest first. Empty messages are skipped and the result never starts with
+    an assistant message (several providers reject that). Raises `ContextTooLongError` (413) only
+    when even the system prompt and the newest message alone do not fit: a shorter prompt would not
+    serve, and a deployment with a larger window might.
+    """
+    chars_per_token = calibration if calibration > 0 else 4.0
+    budget = int(context_window * (1 - SAFETY_MARGIN)) - max_output_tokens
+    usable = [m for m in messages if m.content]
+    if not usable:
+        raise errors.RequestError("The conversation has no message to answer.")
+    used = _system_tokens(system, chars_per_token) + _message_tokens(usable[-1], chars_per_token)
+    if used > budget:
+        raise errors.ContextTooLongError(
+            f"The message is too long for this model: about {used} tokens of input plus {max_output_tokens} "
+            f"of output exceed its {context_window}-token window.")
+    final_system = system
+    summary_included = False
+    if summary:
+        combined = with_summary(system, summary)
+        extra = _system_tokens(combined, chars_per_token) - _system_tokens(system, chars_per_token)
+        if used + extra <= budget:
+            final_system, used, summary_included = combined, used + extra, True
+    kept = [usable[-1]]
+    for message in reversed(usable[:-1]):
+        cost = _message_tokens(message, chars_per_token)
+        if used + cost > budget:
+            break
+        kept.append(message)
+        used += cost
+    kept.reverse()
+    while kept and kept[0].role == "assistant":
+        used -= _message_tokens(kept.pop(0), chars_per_token)
+    if not kept:  # the newest message is an assistant one: send it anyway rather than nothing
+        kept = [usable[-1]]
+        used += _message_tokens(usable[-1], chars_per_token)
+    return FittedPrompt(system=final_system, messages=tuple(kept), estimated_input_tokens=used,
+                        dropped_messages=len(usable) - len(kept), summary_included=summary_included)

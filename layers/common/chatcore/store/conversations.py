@@ -1,0 +1,575 @@
+"""`ConversationStore`: conversations and their messages in the one DynamoDB table.
+
+Keys (see docs/data-model.md):
+
+- partition `pk = USER#<user>#CONV#<conversation>`: the user is part of the key, so no request can
+  address another user's conversation;
+- `sk = META`: the conversation's metadata (title, times, totals, summary, version);
+- `sk = M#<16-digit microseconds>`: one item per message, in order; a conversation of thousands of
+  messages is thousands of small items, never one growing item;
+- `sk = I#<message id>`: a marker per message id, written in the same transaction as the message, so
+  a retried request (same client message id) can never store a message twice;
+- GSI `gsi1`: `gsi1pk = USER#<user>#CONVS`, `gsi1sk = <updated-at>#<conversation>` on the META item
+  lists a user's conversations newest first.
+
+Because `M#…` < `META` and `I#…` < `M#…`, one descending Query on `sk >= "M#"` returns the metadata
+first and then the newest messages: the whole read of a chat turn is a single round trip.
+
+All calls are blocking boto3 calls: async callers run them with `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from chatcore import errors
+from chatcore.settings import Settings
+from chatcore.store.dynamo import dynamodb_client
+from chatcore.tokens import PER_MESSAGE_OVERHEAD
+
+MessageRole = Literal["user", "assistant"]
+MessageStatus = Literal["complete", "error", "truncated", "aborted"]
+
+META_SK = "META"
+MESSAGE_PREFIX = "M#"
+ID_PREFIX = "I#"
+CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MESSAGE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
+MAX_TITLE_CHARS = 200
+DEFAULT_CHARS_PER_TOKEN = 4.0
+CHARS_PER_TOKEN_RANGE = (1.5, 6.0)  # outside this a sample is more likely noise than a tokenizer
+CALIBRATION_MIN_TOKENS = 50  # below this the ratio is too noisy to use
+_APPEND_ATTEMPTS = 8
+_DELETE_BATCH = 25
+
+
+def conversation_pk(user_id: str, conversation_id: str) -> str:
+    return f"USER#{user_id}#CONV#{conversation_id}"
+
+
+def user_index_pk(user_id: str) -> str:
+    return f"USER#{user_id}#CONVS"
+
+
+def validate_conversation_id(conversation_id: str) -> str:
+    """The id as given, or `RequestError` when it could not be a key (`#`, spaces, too long...)."""
+    if not CONVERSATION_ID.match(conversation_id):
+        raise errors.RequestError("A conversation id is 1-128 characters of letters, digits, '.', '_', ':' or '-'.")
+    return conversation_id
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _PositionClock:
+    """Strictly increasing microsecond positions within this process (so one writer keeps its order)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            self._last = max(self._last + 1, time.time_ns() // 1000)
+            return f"{MESSAGE_PREFIX}{self._last:016d}"
+
+
+_positions = _PositionClock()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One message of a conversation, as stored."""
+
+    id: str
+    role: MessageRole
+    text: str
+    position: str = ""  # the sort key; empty until stored
+    status: MessageStatus = "complete"
+    model: str | None = None
+    usage: dict[str, int | None] | None = None
+    finish_reason: str | None = None
+    error_code: str | None = None
+    created_at: str = ""
+    parts: list[dict[str, Any]] | None = None  # the client's UI parts when they are more than plain text
+    reasoning: str = ""
+    storage_truncated: bool = False
+
+    def ui_message(self) -> dict[str, Any]:
+        """The message as an AI SDK UIMessage, ready for `useChat({messages})`."""
+        if self.parts is not None:
+            parts = self.parts
+        else:
+            parts = [{"type": "reasoning", "text": self.reasoning}] if self.reasoning else []
+            parts.append({"type": "text", "text": self.text})
+        metadata: dict[str, Any] = {"status": self.status, "createdAt": self.created_at}
+        if self.model:
+            metadata["model"] = self.model
+        if self.usage:
+            metadata["usage"] = self.usage
+        if self.finish_reason:
+            metadata["finishReason"] = self.finish_reason
+        if self.error_code:
+            metadata["errorCode"] = self.error_code
+        if self.storage_truncated:
+            metadata["storageTruncated"] = True
+        return {"id": self.id, "role": self.role, "parts": parts, "metadata": metadata}
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationMeta:
+    """A conversation's metadata item."""
+
+    conversation_id: str
+    title: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    message_count: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model: str | None = None
+    summary: str | None = None
+    summary_through: str | None = None  # position of the last message the summary covers
+    version: int = 0
+    calibration_chars: int = 0
+    calibration_tokens: int = 0
+
+    @property
+    def chars_per_token(self) -> float:
+        """Characters per token measured from the usage providers reported, clamped; 4.0 until known."""
+        if self.calibration_tokens < CALIBRATION_MIN_TOKENS:
+            return DEFAULT_CHARS_PER_TOKEN
+        low, high = CHARS_PER_TOKEN_RANGE
+        return min(max(self.calibration_chars / self.calibration_tokens, low), high)
+
+    def summary_json(self) -> dict[str, Any]:
+        """The listing form (`GET /api/conversations`)."""
+        return {
+            "id": self.conversation_id,
+            "title": self.title,
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "model": self.model,
+            "messageCount": self.message_count,
+        }
+
+
+@dataclass(slots=True)
+class RecentHistory:
+    """What a chat turn reads: the metadata and the messages the summary does not cover, oldest first."""
+
+    meta: ConversationMeta | None
+    messages: list[StoredMessage] = field(default_factory=list)
+    complete: bool = True  # False when `max_chars` stopped the read before the summary's end
+    round_trips: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """One sample for the chars-per-token ratio: prompt characters and the tokens the provider counted."""
+
+    chars: int
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    stored: bool  # False when a message with this id was already stored (a retried request)
+    message: StoredMessage
+
+
+# --- item (de)serialisation -------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _serialize(item: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeSerializer
+
+    serializer = TypeSerializer()
+    return {k: serializer.serialize(v) for k, v in item.items() if v is not None}
+
+
+def _deserialize(item: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    return {k: _plain(deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _message_from_item(item: dict[str, Any]) -> StoredMessage:
+    parts = json.loads(item["parts_json"]) if item.get("parts_json") else None
+    return StoredMessage(
+        id=item["id"], role=item["role"], text=item.get("text", ""), position=item["sk"],
+        status=item.get("status", "complete"), model=item.get("model"), usage=item.get("usage"),
+        finish_reason=item.get("finish_reason"), error_code=item.get("error_code"),
+        created_at=item.get("created_at", ""), parts=parts, reasoning=item.get("reasoning", ""),
+        storage_truncated=bool(item.get("storage_truncated", False)),
+    )
+
+
+def _meta_from_item(item: dict[str, Any]) -> ConversationMeta:
+    return ConversationMeta(
+        conversation_id=item["conversation_id"], title=item.get("title", ""),
+        created_at=item.get("created_at", ""), updated_at=item.get("updated_at", ""),
+        message_count=int(item.get("message_count", 0)), input_tokens=int(item.get("input_tokens", 0)),
+        output_tokens=int(item.get("output_tokens", 0)), model=item.get("model"), summary=item.get("summary"),
+        summary_through=item.get("summary_through"), version=int(item.get("version", 0)),
+        calibration_chars=int(item.get("cal_chars", 0)), calibration_tokens=int(item.get("cal_tokens", 0)),
+    )
+
+
+def message_bytes(text: str, parts: Sequence[dict[str, Any]] | None = None, reasoning: str = "") -> int:
+    """The stored size of a message's content (what counts against `MAX_STORED_MESSAGE_BYTES`)."""
+    size = len(text.encode()) + len(reasoning.encode())
+    if parts is not None:
+        size += len(json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode())
+    return size
+
+
+def _clip_utf8(text: str, max_bytes: int) -> str:
+    return text.encode()[:max(max_bytes, 0)].decode(errors="ignore")
+
+
+class ConversationStore:
+    """Conversations, messages and summaries of every user, in one DynamoDB table."""
+
+    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+        self.settings = settings
+        self.table = settings.table_name
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = dynamodb_client(self.settings)
+        return self._client
+
+    def _expires_at(self) -> int | None:
+        days = self.settings.conversation_ttl_days
+        return int(time.time()) + days * 86_400 if days > 0 else None
+
+    # --- the chat turn's read ----------------------------------------------------------------
+
+    def load_recent(self, user_id: str, conversation_id: str, max_chars: int | None = None,
+                    page_size: int = 100) -> RecentHistory:
+        """The metadata and the newest messages not covered by the summary, oldest first.
+
+        One descending Query returns META then the newest messages; more pages are read only while
+        there are unsummarized messages left and fewer than `max_chars` characters were read.
+        """
+        max_chars = self.settings.history_max_chars if max_chars is None else max_chars
+        history = RecentHistory(meta=None)
+        newest_first: list[StoredMessage] = []
+        chars = 0
+        start_key: dict[str, Any] | None = None
+        stop_at = ""  # exclusive lower bound of positions to read: the summary's last message
+        while True:
+            request: dict[str, Any] = {
+                "TableName": self.table,
+                "KeyConditionExpression": "pk = :pk AND sk >= :m",
+                "ExpressionAttributeValues": {":pk": {"S": conversation_pk(user_id, conversation_id)},
+                                              ":m": {"S": MESSAGE_PREFIX}},
+                "ScanIndexForward": False,
+                "ConsistentRead": True,
+                "Limit": page_size,
+            }
+            if start_key:
+                request["ExclusiveStartKey"] = start_key
+            response = self.client.query(**request)
+            history.round_trips += 1
+            for raw in response.get("Items", []):
+                item = _deserialize(raw)
+                if item["sk"] == META_SK:
+                    history.meta = _meta_from_item(item)
+                    stop_at = history.meta.summary_through or ""
+                    continue
+                if item["sk"] <= stop_at:
+                    start_key = None
+                    break
+                message = _message_from_item(item)
+                newest_first.append(message)
+                chars += len(message.text)
+                if chars >= max_chars:
+                    history.complete = False
+                    start_key = None
+                    break
+            else:
+                start_key = response.get("LastEvaluatedKey")
+            if not start_key:
+                break
+        history.messages = newest_first[::-1]
+        return history
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def append_message(self, user_id: str, conversation_id: str, message: StoredMessage, *,
+                       title: str | None = None, replaces: Sequence[StoredMessage] = (),
+                       calibration: Calibration | None = None) -> AppendResult:
+        """Store `message` at the end of the conversation, creating the conversation if needed.
+
+        One transaction writes the message, its id marker (so a retried request never stores a
+        message twice: the result then says `stored=False`), the metadata (times, totals, version,
+        title of a new conversation) and deletes the messages it `replaces` (a regenerated answer).
+        """
+        pk = conversation_pk(user_id, conversation_id)
+        now = now_iso()
+        expires_at = self._expires_at()
+        if not message.created_at:
+            message = replace(message, created_at=now)
+        for attempt in range(_APPEND_ATTEMPTS):
+            position = _positions.next()
+            stored = replace(message, position=position)
+            items = self._append_items(pk, user_id, conversation_id, stored, now, expires_at, title, replaces,
+                                       calibration)
+            try:
+                self.client.transact_write_items(TransactItems=items)
+                return AppendResult(stored=True, message=stored)
+            except self.client.exceptions.TransactionCanceledException as exc:
+                reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
+                if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                    return AppendResult(stored=False, message=message)  # this id is already stored
+                if attempt == _APPEND_ATTEMPTS - 1:
+                    raise
+                # A position taken by another writer, or a conflicting transaction: retry with backoff.
+                time.sleep(random.uniform(0, 0.01 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
+    def _append_items(self, pk: str, user_id: str, conversation_id: str, message: StoredMessage, now: str,
+                      expires_at: int | None, title: str | None, replaces: Sequence[StoredMessage],
+                      calibration: Calibration | None) -> list[dict[str, Any]]:
+        item: dict[str, Any] = {
+            "pk": pk, "sk": message.position, "type": "message", "id": message.id, "role": message.role,
+            "text": message.text, "status": message.status, "created_at": message.created_at,
+            "model": message.model, "usage": message.usage, "finish_reason": message.finish_reason,
+            "error_code": message.error_code, "reasoning": message.reasoning or None,
+            "parts_json": json.dumps(message.parts, ensure_ascii=False) if message.parts is not None else None,
+            "storage_truncated": True if message.storage_truncated else None, "expires_at": expires_at,
+        }
+        marker = {"pk": pk, "sk": ID_PREFIX + message.id, "type": "message_id", "position": message.position,
+                  "expires_at": expires_at}
+        usage = message.usage or {}
+        sets = ["#type = :meta", "conversation_id = :cid", "user_id = :uid",
+                "created_at = if_not_exists(created_at, :now)", "updated_at = :now", "gsi1pk = :g",
+                "gsi1sk = :gs"]
+        adds = ["version :one", "message_count :count", "input_tokens :in", "output_tokens :out"]
+        values: dict[str, Any] = {
+            ":meta": "conversation", ":cid": conversation_id, ":uid": user_id, ":now": now,
+            ":g": user_index_pk(user_id), ":gs": f"{now}#{conversation_id}", ":one": 1,
+            ":count": 1 - len(replaces), ":in": int(usage.get("inputTokens") or 0),
+            ":out": int(usage.get("outputTokens") or 0),
+        }
+        if expires_at is not None:
+            sets.append("expires_at = :exp")
+            values[":exp"] = expires_at
+        if title:
+            sets.append("title = if_not_exists(title, :title)")
+            values[":title"] = title
+        if message.model:
+            sets.append("model = :model")
+            values[":model"] = message.model
+        if calibration is not None:
+            adds += ["cal_chars :cc", "cal_tokens :ct"]
+            values[":cc"] = calibration.chars
+            values[":ct"] = calibration.tokens
+        meta_key = _serialize({"pk": pk, "sk": META_SK})
+        items: list[dict[str, Any]] = [
+            {"Put": {"TableName": self.table, "Item": _serialize(item),
+                     "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Put": {"TableName": self.table, "Item": _serialize(marker),
+                     "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Update": {"TableName": self.table, "Key": meta_key,
+                        "UpdateExpression": "SET " + ", ".join(sets) + " ADD " + ", ".join(adds),
+                        "ExpressionAttributeNames": {"#type": "type"},
+                        "ExpressionAttributeValues": _serialize(values)}},
+        ]
+        for old in replaces:
+            for sk in (old.position, ID_PREFIX + old.id):
+                items.append({"Delete": {"TableName": self.table, "Key": _serialize({"pk": pk, "sk": sk})}})
+        return items
+
+    # --- the history API -------------------------------------------------------------------
+
+    def get_meta(self, user_id: str, conversation_id: str) -> ConversationMeta | None:
+        response = self.client.get_item(TableName=self.table, ConsistentRead=True,
+                                        Key=_serialize({"pk": conversation_pk(user_id, conversation_id),
+                                                        "sk": META_SK}))
+        item = response.get("Item")
+        return _meta_from_item(_deserialize(item)) if item else None
+
+    def iter_messages(self, user_id: str, conversation_id: str, after: str | None = None,
+                      page_size: int = 500) -> Iterator[StoredMessage]:
+        """Every message (after position `after`, when given), oldest first, page by page."""
+        lower = after or MESSAGE_PREFIX
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
+            "ExpressionAttributeValues": {":pk": {"S": conversation_pk(user_id, conversation_id)},
+                                          ":lo": {"S": lower}, ":hi": {"S": MESSAGE_PREFIX + "~"}},
+            "ConsistentRead": True,
+            "Limit": page_size,
+        }
+        while True:
+            response = self.client.query(**request)
+            for raw in response.get("Items", []):
+                item = _deserialize(raw)
+                if item["sk"] != after:  # BETWEEN is inclusive
+                    yield _message_from_item(item)
+            start_key = response.get("LastEvaluatedKey")
+            if not start_key:
+                return
+            request["ExclusiveStartKey"] = start_key
+
+    def list_conversations(self, user_id: str, limit: int = 20,
+                           cursor: str | None = None) -> tuple[list[ConversationMeta], str | None]:
+        """The user's conversations, most recently updated first, and the cursor of the next page."""
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "gsi1",
+            "KeyConditionExpression": "gsi1pk = :g",
+            "ExpressionAttributeValues": {":g": {"S": user_index_pk(user_id)}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            request["ExclusiveStartKey"] = decode_cursor(cursor, user_id)
+        response = self.client.query(**request)
+        conversations = [_meta_from_item(_deserialize(raw)) for raw in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        return conversations, encode_cursor(last) if last else None
+
+    def rename(self, user_id: str, conversation_id: str, title: str) -> ConversationMeta:
+        """Set the title; `NotFoundError` when the caller has no such conversation."""
+        try:
+            response = self.client.update_item(
+                TableName=self.table,
+                Key=_serialize({"pk": conversation_pk(user_id, conversation_id), "sk": META_SK}),
+                UpdateExpression="SET title = :t ADD version :one",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=_serialize({":t": title, ":one": 1}),
+                ReturnValues="ALL_NEW",
+            )
+        except self.client.exceptions.ConditionalCheckFailedException as exc:
+            raise errors.NotFoundError("Conversation not found.") from exc
+        return _meta_from_item(_deserialize(response["Attributes"]))
+
+    def delete(self, user_id: str, conversation_id: str) -> int:
+        """Delete the conversation and all its items; returns how many items were deleted (0: none existed).
+
+        The metadata goes last, so an interrupted delete leaves a listed conversation that a retry
+        finishes, never invisible orphans.
+        """
+        pk = conversation_pk(user_id, conversation_id)
+        keys: list[dict[str, Any]] = []
+        request: dict[str, Any] = {
+            "TableName": self.table, "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": pk}}, "ProjectionExpression": "pk, sk",
+            "ConsistentRead": True,
+        }
+        while True:
+            response = self.client.query(**request)
+            keys.extend(response.get("Items", []))
+            if not response.get("LastEvaluatedKey"):
+                break
+            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        keys.sort(key=lambda k: k["sk"]["S"] == META_SK)
+        for start in range(0, len(keys), _DELETE_BATCH):
+            self._batch_delete(keys[start:start + _DELETE_BATCH])
+        return len(keys)
+
+    def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
+        pending = [{"DeleteRequest": {"Key": key}} for key in keys]
+        for attempt in range(8):
+            response = self.client.batch_write_item(RequestItems={self.table: pending})
+            pending = response.get("UnprocessedItems", {}).get(self.table, [])
+            if not pending:
+                return
+            time.sleep(min(0.05 * 2 ** attempt, 2.0) * random.uniform(0.5, 1.0))
+        raise errors.ServiceUnavailableError("Deleting the conversation did not finish; try again.")
+
+    # --- summaries -------------------------------------------------------------------------
+
+    def write_summary(self, user_id: str, conversation_id: str, summary: str, through: str,
+                      expected_through: str | None) -> bool:
+        """Store a summary covering messages up to position `through`, only if the stored summary is
+        still the one it was built on (`expected_through`) and it moves forward. False if another
+        run got there first: two racing summarizations leave exactly one consistent summary."""
+        values: dict[str, Any] = {":s": summary, ":t": through, ":one": 1}
+        if expected_through is None:
+            condition = "attribute_exists(pk) AND attribute_not_exists(summary_through)"
+        else:
+            condition = "attribute_exists(pk) AND summary_through = :old AND :t > :old"
+            values[":old"] = expected_through
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=_serialize({"pk": conversation_pk(user_id, conversation_id), "sk": META_SK}),
+                UpdateExpression="SET summary = :s, summary_through = :t, summarized_at = :now ADD version :one",
+                ConditionExpression=condition,
+                ExpressionAttributeValues=_serialize({**values, ":now": now_iso()}),
+            )
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+
+# --- cursors -----------------------------------------------------------------------------------
+
+
+def encode_cursor(last_evaluated_key: dict[str, Any]) -> str:
+    """An opaque page cursor: the LastEvaluatedKey as URL-safe base64 JSON."""
+    plain = {k: v["S"] for k, v in last_evaluated_key.items()}
+    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, user_id: str) -> dict[str, Any]:
+    """The ExclusiveStartKey of a cursor, after checking it is well formed and belongs to `user_id`."""
+    invalid = errors.RequestError("Invalid cursor.")
+    if len(cursor) > 2048:
+        raise invalid
+    try:
+        plain = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError) as exc:
+        raise invalid from exc
+    if (not isinstance(plain, dict) or set(plain) != {"pk", "sk", "gsi1pk", "gsi1sk"}
+            or not all(isinstance(v, str) for v in plain.values())
+            or plain["gsi1pk"] != user_index_pk(user_id)
+            or not plain["pk"].startswith(f"USER#{user_id}#CONV#") or plain["sk"] != META_SK):
+        raise invalid
+    return {k: {"S": v} for k, v in plain.items()}
+
+
+def calibration_sample(prompt_chars: int, message_count: int, reported_input_tokens: int | None,
+                       max_prompt_chars: int = 16_000) -> Calibration | None:
+    """A chars-per-token sample from one answered turn, or None when it would mislead.
+
+    Only prompts small enough that no deployment would have trimmed them count, since the
+    characters must be those the provider actually counted. The per-message framing tokens are
+    taken off first so the ratio measures the text alone.
+    """
+    if not reported_input_tokens or prompt_chars <= 0 or prompt_chars > max_prompt_chars:
+        return None
+    text_tokens = reported_input_tokens - PER_MESSAGE_OVERHEAD * message_count
+    if text_tokens <= 0:
+        return None
+    return Calibration(chars=prompt_chars, tokens=text_tokens)

@@ -1,0 +1,191 @@
+"""Rolling conversation summaries: summary(n+1) = summarize(summary(n) + the messages after it).
+
+The chat function asks for one (`SummaryTrigger`) after storing an answer, once the tokens the
+summary does not cover pass `SUMMARY_TRIGGER_TOKENS`: an asynchronous invoke of the summarize
+Lambda when `SUMMARIZE_FUNCTION_NAME` is set, else an in-process background task (local use).
+A run is idempotent and safe against a concurrent run: the summary is written only if the stored
+one is still the one it extended (`ConversationStore.write_summary`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from chatcore import errors
+from chatcore.events import Finish, TextDelta, Usage, UsageReport
+from chatcore.messages import Message, ModelRequest
+from chatcore.observability import emit_metrics, get_logger
+from chatcore.providers import ProviderRegistry, split_model
+from chatcore.providers.base import Provider
+from chatcore.settings import Settings
+from chatcore.store.conversations import ConversationStore, StoredMessage, validate_conversation_id
+
+SummaryOutcome = Literal["written", "up_to_date", "raced", "missing"]
+
+MAX_SUMMARY_CHARS = 8_000
+SUMMARY_OUTPUT_TOKENS = 1_024
+SUMMARY_TIMEOUT_S = 90.0  # the summarize function's timeout is 120 s
+SUMMARY_INSTRUCTIONS = (
+    "You maintain the running summary of a conversation between a user and an AI assistant. "
+    "Given the previous summary and the messages that followed it, write the updated summary: the "
+    "facts, decisions, open questions and user preferences needed to continue the conversation. "
+    "Write at most 300 words, in the conversation's language. Answer with the summary only."
+)
+
+
+async def collect_text(provider: Provider, request: ModelRequest) -> tuple[str, Usage | None]:
+    """Run a streamed call to its end and return its text and usage (for non-interactive calls)."""
+    parts: list[str] = []
+    usage: Usage | None = None
+    async for event in provider.stream(request):
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        elif isinstance(event, UsageReport | Finish) and event.usage is not None:
+            usage = event.usage
+    return "".join(parts), usage
+
+
+def summary_prompt(previous: str | None, messages: list[StoredMessage]) -> str:
+    """The user turn of a summarization call: the previous summary, then the new messages."""
+    lines = [f"Previous summary:\n{previous or '(none)'}", "", "New messages:"]
+    for message in messages:
+        lines.append(f"{message.role.capitalize()}: {message.text}")
+    lines += ["", "Write the updated summary."]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryResult:
+    outcome: SummaryOutcome
+    covered_messages: int = 0
+    through: str | None = None
+
+
+class ConversationSummarizer:
+    """Extends a conversation's summary with the messages after it, leaving the newest ones verbatim."""
+
+    def __init__(self, settings: Settings, store: ConversationStore, providers: ProviderRegistry) -> None:
+        self.settings = settings
+        self.store = store
+        self.providers = providers
+
+    async def summarize(self, user_id: str, conversation_id: str) -> SummaryResult:
+        meta = await asyncio.to_thread(self.store.get_meta, user_id, conversation_id)
+        if meta is None:
+            return SummaryResult("missing")
+        pending = await asyncio.to_thread(
+            lambda: list(self.store.iter_messages(user_id, conversation_id, after=meta.summary_through)))
+        keep = max(self.settings.summary_keep_recent, 0)
+        candidates = pending[:len(pending) - keep] if keep else pending
+        selected: list[StoredMessage] = []
+        chars = len(meta.summary or "")
+        for message in candidates:  # oldest first; what does not fit waits for the next run
+            if selected and chars + len(message.text) > self.settings.summary_max_input_chars:
+                break
+            selected.append(message)
+            chars += len(message.text)
+        if not selected:
+            return SummaryResult("up_to_date")
+        text = await self._generate(meta.summary, selected)
+        through = selected[-1].position
+        written = await asyncio.to_thread(self.store.write_summary, user_id, conversation_id, text, through,
+                                          meta.summary_through)
+        return SummaryResult("written" if written else "raced", len(selected), through)
+
+    async def _generate(self, previous: str | None, messages: list[StoredMessage]) -> str:
+        provider_name, model = split_model(self.settings.summary_model)
+        request = ModelRequest(
+            model=model,
+            system=SUMMARY_INSTRUCTIONS,
+            messages=(Message(role="user", content=summary_prompt(previous, messages)),),
+            temperature=0.2,
+            max_output_tokens=SUMMARY_OUTPUT_TOKENS,
+        )
+        async with asyncio.timeout(SUMMARY_TIMEOUT_S):
+            text, _ = await collect_text(self.providers.get(provider_name), request)
+        text = text.strip()[:MAX_SUMMARY_CHARS]
+        if not text:
+            raise errors.TruncatedStreamError("The summary model returned no text.", provider=provider_name,
+                                              model=model)
+        return text
+
+
+# --- triggering ---------------------------------------------------------------------------------
+
+_lambda_clients: dict[str, Any] = {}
+_lambda_lock = threading.Lock()
+_background: set[asyncio.Task[Any]] = set()  # strong references, so running tasks are not collected
+
+
+def _lambda_client(region: str) -> Any:
+    with _lambda_lock:
+        if region not in _lambda_clients:
+            import boto3
+
+            _lambda_clients[region] = boto3.session.Session().client("lambda", region_name=region)
+        return _lambda_clients[region]
+
+
+class SummaryTrigger:
+    """Starts a summarization without waiting for it; its failures are logged, never raised."""
+
+    def __init__(self, settings: Settings, summarizer: ConversationSummarizer) -> None:
+        self.settings = settings
+        self.summarizer = summarizer
+
+    async def fire(self, user_id: str, conversation_id: str) -> None:
+        try:
+            if self.settings.summarize_function_name:
+                await asyncio.to_thread(self._invoke, user_id, conversation_id)
+            else:
+                task = asyncio.create_task(self._run_here(user_id, conversation_id))
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+        except Exception as exc:
+            get_logger().warning("summarization not started", extra={"error": type(exc).__name__})
+
+    def _invoke(self, user_id: str, conversation_id: str) -> None:
+        payload = json.dumps({"user_id": user_id, "conversation_id": conversation_id}).encode()
+        _lambda_client(self.settings.aws_region).invoke(
+            FunctionName=self.settings.summarize_function_name, InvocationType="Event", Payload=payload)
+
+    async def _run_here(self, user_id: str, conversation_id: str) -> None:
+        try:
+            await self.summarizer.summarize(user_id, conversation_id)
+        except Exception as exc:
+            get_logger().warning("local summarization failed", extra={"error": type(exc).__name__})
+
+
+async def wait_for_background_summaries() -> None:
+    """Wait for in-process summarizations (tests and local tools)."""
+    while _background:
+        await asyncio.gather(*list(_background), return_exceptions=True)
+
+
+# --- the summarize function's handler -----------------------------------------------------------
+
+
+def handle_summarize_event(event: Mapping[str, Any], summarizer: ConversationSummarizer) -> dict[str, Any]:
+    """Handle `{"user_id": ..., "conversation_id": ...}`. A malformed event is reported and not retried;
+    a failing model or table raises, so Lambda retries it and then sends it to the failure queue."""
+    user_id = event.get("user_id") if isinstance(event, Mapping) else None
+    conversation_id = event.get("conversation_id") if isinstance(event, Mapping) else None
+    if not isinstance(user_id, str) or not user_id or not isinstance(conversation_id, str):
+        get_logger("summarize").error("invalid summarize event")
+        return {"status": "invalid", "error": "The event needs string 'user_id' and 'conversation_id'."}
+    try:
+        validate_conversation_id(conversation_id)
+    except errors.RequestError as exc:
+        return {"status": "invalid", "error": exc.message}
+    result = asyncio.run(summarizer.summarize(user_id, conversation_id))
+    emit_metrics("summarize", {"Outcome": result.outcome},
+                 {"Summaries": (1, "Count"), "SummarizedMessages": (result.covered_messages, "Count")})
+    get_logger("summarize").info("summarized", extra={"conversation_id": conversation_id,
+                                                      "outcome": result.outcome,
+                                                      "covered": result.covered_messages})
+    return {"status": result.outcome, "covered_messages": result.covered_messages, "through": result.through}

@@ -1,0 +1,98 @@
+// Drives the AI SDK's own chat client against a running backend and prints what it assembled.
+//
+// It uses `AbstractChat` (the class behind `useChat`) with an in-memory state, the way
+// `@ai-sdk/react`'s `Chat` does, and `DefaultChatTransport`, so the request body, the SSE
+// parsing, the chunk validation and the message assembly are all the SDK's code, not ours.
+//
+//   node consume.mjs --api http://127.0.0.1:8000/api/chat --model mock/echo --text hi [--text again]
+//
+// Each `--text` is sent as one user message, in order, in the same chat (so later requests carry
+// the assistant messages the client assembled). Prints one JSON object on stdout:
+//   {status, error, messages, finishes: [{finishReason, isError, isAbort, isDisconnect}], requests}
+// and exits 0 whatever the chat's outcome (the caller judges it); 2 on bad arguments or a hang.
+
+import { AbstractChat, DefaultChatTransport } from 'ai';
+
+function parseArgs(argv) {
+  const args = { api: null, model: null, texts: [], body: {}, timeoutMs: 60000 };
+  for (let i = 0; i < argv.length; i += 2) {
+    const [flag, value] = [argv[i], argv[i + 1]];
+    if (value === undefined) throw new Error(`missing value for ${flag}`);
+    if (flag === '--api') args.api = value;
+    else if (flag === '--model') args.model = value;
+    else if (flag === '--text') args.texts.push(value);
+    else if (flag === '--body') args.body = JSON.parse(value);
+    else if (flag === '--timeout-ms') args.timeoutMs = Number(value);
+    else throw new Error(`unknown flag ${flag}`);
+  }
+  if (!args.api || args.texts.length === 0) throw new Error('--api and at least one --text are required');
+  return args;
+}
+
+// The minimal ChatState the SDK's framework bindings provide (React/Vue/Svelte keep it reactive).
+class MemoryChatState {
+  constructor() {
+    this.status = 'ready';
+    this.error = undefined;
+    this.messages = [];
+  }
+  pushMessage = (message) => { this.messages = this.messages.concat(message); };
+  popMessage = () => { this.messages = this.messages.slice(0, -1); };
+  replaceMessage = (index, message) => {
+    this.messages = [...this.messages.slice(0, index), message, ...this.messages.slice(index + 1)];
+  };
+  snapshot = (thing) => structuredClone(thing);
+}
+
+class NodeChat extends AbstractChat {
+  constructor(init) {
+    super({ ...init, state: new MemoryChatState() });
+  }
+  get snapshotState() {
+    return this.state;
+  }
+}
+
+async function main() {
+  let args;
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`consume.mjs: ${err.message}\n`);
+    process.exit(2);
+  }
+  const guard = setTimeout(() => {
+    process.stderr.write(`consume.mjs: no result after ${args.timeoutMs} ms\n`);
+    process.exit(2);
+  }, args.timeoutMs);
+
+  const requests = [];
+  const finishes = [];
+  const recordingFetch = async (url, init) => {
+    requests.push(JSON.parse(init.body));
+    return fetch(url, init);
+  };
+  const body = args.model ? { ...args.body, model: args.model } : args.body;
+  const chat = new NodeChat({
+    transport: new DefaultChatTransport({ api: args.api, body, fetch: recordingFetch }),
+    onFinish: ({ finishReason, isError, isAbort, isDisconnect }) => {
+      finishes.push({ finishReason: finishReason ?? null, isError, isAbort, isDisconnect });
+    },
+  });
+
+  for (const text of args.texts) {
+    await chat.sendMessage({ text });
+    if (chat.status === 'error') break;
+  }
+  clearTimeout(guard);
+  const state = chat.snapshotState;
+  process.stdout.write(JSON.stringify({
+    status: chat.status,
+    error: state.error ? { name: state.error.name, message: state.error.message } : null,
+    messages: state.messages,
+    finishes,
+    requests,
+  }) + '\n');
+}
+
+await main();

@@ -1,0 +1,172 @@
+"""The health function: scheduled probes recorded in DynamoDB (moto) and honoured by the router in
+another process; `GET /health` through the Function URL event and Mangum."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chatcore.chat import ChatTurn
+from chatcore.events import Finish, Start
+from chatcore.messages import Message
+from chatcore.providers import ProviderRegistry
+from chatcore.routing import CircuitBreaker, Router, build_registry
+from chatcore.routing.breaker import DynamoBreakerStore, dynamodb_client
+from chatcore.settings import Settings, get_settings
+
+from tests.routing.upstreams import AWS_ENV, LLMock
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO / ".." / "shared"
+REGISTRY = {
+    "deployments": {
+        "remote": {"provider": "openai", "model": "gpt-4o-mini", "tier": "fast"},
+        "local": {"provider": "mock", "model": "echo", "tier": "fast"},
+    },
+    "aliases": {"chain": ["remote", "local"]},
+}
+
+
+def event(name: str, shared_name: str) -> dict[str, Any]:
+    """The repo's event file, or the shared fixture it is derived from (adjusted to GET /health)."""
+    path = REPO / "events" / name
+    if path.is_file():
+        return json.loads(path.read_text())
+    data = json.loads((SHARED / "fixtures" / "aws-events" / shared_name).read_text())
+    if "requestContext" in data:
+        data["rawPath"] = data["requestContext"]["http"]["path"] = "/health"
+    return data
+
+
+@pytest.fixture
+def health_env(table: tuple[str, str], llmock: LLMock, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Environment of a deployed health function: the table, an OpenAI upstream (llmock), the registry."""
+    endpoint, name = table
+    env = {**AWS_ENV, "TABLE_NAME": name, "DYNAMODB_ENDPOINT_URL": endpoint, "OPENAI_API_KEY": "sk-test-not-real",
+           "OPENAI_BASE_URL": llmock.openai_base, "MODEL_REGISTRY_JSON": json.dumps(REGISTRY),
+           "HEALTH_PROBE_TOKEN": "probe-secret-123", "POWERTOOLS_METRICS_NAMESPACE": "ChatBackend"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield env
+
+
+def run_scheduled_probe(env: dict[str, str]) -> dict[str, Any]:
+    """Invoke the handler with the scheduler event in a separate process, as another Lambda would."""
+    script = (
+        "import json, sys\n"
+        "from devtools.function_modules import load_entry_module\n"
+        "event = json.loads(sys.stdin.read())\n"
+        "print('RESULT ' + json.dumps(load_entry_module('health').handler(event, None)))\n"
+    )
+    payload = json.dumps(event("health-schedule.json", "eventBridgeSchedulerEvent.json"))
+    done = subprocess.run([sys.executable, "-c", script], input=payload, capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, **env}, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    metrics = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"_aws"')]
+    return {"result": json.loads(lines[-1][len("RESULT "):]), "metrics": metrics}
+
+
+def test_probe_status_from_another_process_is_honoured_by_the_router(health_env: dict[str, str],
+                                                                     llmock: LLMock) -> None:
+    llmock.scenario({"type": "fail", "status": 503, "times": None, "match": {"path": "*/models"}})
+    out = run_scheduled_probe(health_env)
+    assert out["result"] == {"probed": 2, "providersDown": ["openai"]}
+    down = [m for m in out["metrics"] if "ProvidersDown" in m]
+    assert down and down[0]["ProvidersDown"] == [1.0] and down[0]["service"] == "health"
+    latency = {m["provider"] for m in out["metrics"] if "ProbeLatency" in m}
+    assert latency == {"openai", "mock"}
+    assert len(llmock.requests("/models")) == 1  # each provider probed once
+
+    async def route() -> list[Any]:
+        settings = Settings(table_name=health_env["TABLE_NAME"], breaker_store="dynamodb", mock_ttft_ms=0,
+                            mock_pace_ms=0, openai_api_key="sk-test-not-real", openai_base_url=llmock.openai_base)
+        store = DynamoBreakerStore(settings.table_name,
+                                   lambda: dynamodb_client("us-east-1", health_env["DYNAMODB_ENDPOINT_URL"]))
+        router = Router(settings, ProviderRegistry(settings), registry=build_registry(REGISTRY),
+                        breaker=CircuitBreaker(store))
+        return [e async for e in router.stream(ChatTurn(model="chain", messages=(Message("user", "hi"),)))]
+
+    events = asyncio.run(route())
+    start = events[0]
+    assert isinstance(start, Start) and start.deployment == "local"
+    assert start.fallbacks == ("remote:circuit_open",)
+    assert isinstance(events[-1], Finish)
+    assert llmock.requests("/chat/completions") == []  # the down provider was never called
+
+
+def health_handler() -> Any:
+    from devtools.function_modules import load_entry_module
+
+    module = load_entry_module("health")
+    get_settings.cache_clear()
+    module.service.cache_clear()
+    module.http_handler.cache_clear()
+    return module.handler
+
+
+def get_health(query: str = "", authorization: str | None = None) -> tuple[int, dict[str, Any]]:
+    request = copy.deepcopy(event("health-function-url.json", "lambdaFunctionUrlEvent.json"))
+    request["rawQueryString"] = query
+    if authorization:
+        request["headers"]["authorization"] = authorization
+    response = health_handler()(request, None)
+    body = response["body"]
+    if response.get("isBase64Encoded"):
+        body = base64.b64decode(body).decode()
+    return response["statusCode"], json.loads(body)
+
+
+def test_get_health_reports_stored_status_without_calling_providers(health_env: dict[str, str],
+                                                                    llmock: LLMock) -> None:
+    status, body = get_health()
+    assert status == 200 and body["status"] == "healthy"  # never probed: nothing known to be down
+    assert body["providers"]["openai"]["status"] == "unknown"
+    llmock.scenario({"type": "fail", "status": 500, "times": None, "match": {"path": "*/models"}})
+    run_scheduled_probe(health_env)
+    probes = len(llmock.requests("/models"))
+    status, body = get_health()
+    assert status == 200 and body["status"] == "degraded"
+    assert body["providers"]["openai"]["status"] == "down" and body["providers"]["openai"]["lastProbe"]
+    assert body["providers"]["mock"]["status"] == "up"
+    assert body["deployments"]["remote"]["breaker"]["state"] == "open"
+    assert body["deployments"]["remote"]["breaker"]["reason"] == "probe_down"
+    assert len(llmock.requests("/models")) == probes  # GET /health read stored data only
+
+
+def test_live_probe_needs_the_token_and_recovery_closes_the_probe_circuit(health_env: dict[str, str],
+                                                                          llmock: LLMock) -> None:
+    llmock.scenario({"type": "fail", "status": 500, "times": 1, "match": {"path": "*/models"}})
+    run_scheduled_probe(health_env)
+    assert get_health()[1]["status"] == "degraded"
+    status, body = get_health("probe=true")
+    assert status == 401 and body["error"]["code"] == "unauthorized"
+    status, _ = get_health("probe=true", "Bearer wrong")
+    assert status == 401
+    status, body = get_health("probe=true", "Bearer probe-secret-123")
+    assert status == 200 and body["status"] == "healthy"
+    assert body["deployments"]["remote"]["breaker"]["state"] == "closed"
+    assert "probe-secret-123" not in json.dumps(body)
+
+
+def test_everything_down_is_503(health_env: dict[str, str], llmock: LLMock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_REGISTRY_JSON", json.dumps({"deployments": {"remote": REGISTRY["deployments"]["remote"]}}))
+    llmock.scenario({"type": "fail", "status": 500, "times": None, "match": {"path": "*/models"}})
+    run_scheduled_probe({**health_env, "MODEL_REGISTRY_JSON": os.environ["MODEL_REGISTRY_JSON"]})
+    status, body = get_health()
+    assert status == 503 and body["status"] == "down"
+
+
+def test_probe_is_disabled_without_a_token(health_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HEALTH_PROBE_TOKEN")
+    status, body = get_health("probe=true", "Bearer anything")
+    assert status == 403 and "HEALTH_PROBE_TOKEN" in body["error"]["message"]

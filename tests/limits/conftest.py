@@ -1,0 +1,12 @@
+"""Fixtures for the limits tests: a fresh DynamoDB table in moto's server mode per test."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.limits.moto_dynamo import Table, new_table
+
+
+@pytest.fixture
+def table() -> Table:
+    return new_table()

@@ -1,0 +1,106 @@
+"""Real local upstreams for routing and health tests: moto's DynamoDB server and the llmock emulator.
+
+Both listen on 127.0.0.1 on a free port, in a background thread. Imported by the conftest of
+`tests/routing` and `tests/health`.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+
+
+def create_table(client: Any, name: str) -> None:
+    """The one table, from template.yaml when the helper exists, else the documented schema."""
+    try:
+        from devtools.template_tables import create_tables
+
+        create_tables(client)
+        return
+    except (ImportError, FileNotFoundError):
+        pass
+    client.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("pk", "sk", "gsi1pk", "gsi1sk")],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[{"IndexName": "gsi1", "Projection": {"ProjectionType": "ALL"},
+                                 "KeySchema": [{"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                                               {"AttributeName": "gsi1sk", "KeyType": "RANGE"}]}],
+    )
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server (all services) on 127.0.0.1, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def table(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+    """A fresh table per test: (endpoint, table name). The name comes from template.yaml when it exists."""
+    for key, value in AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
+    before = set(client.list_tables()["TableNames"])
+    create_table(client, "chat-test")
+    created = sorted(set(client.list_tables()["TableNames"]) - before)
+    name = created[0] if created else "chat-test"
+    yield moto_endpoint, name
+    for table_name in created:
+        client.delete_table(TableName=table_name)
+
+
+class LLMock:
+    """Control of a running llmock: queue scenarios, read the journal."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.openai_base = f"{url}/v1"
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def scenario(self, *behaviors: dict[str, Any]) -> None:
+        self._call("POST", "/_llmock/scenario", {"behaviors": list(behaviors)})
+
+    def requests(self, path: str | None = None) -> list[dict[str, Any]]:
+        records = self._call("GET", "/_llmock/requests")["requests"]
+        return [r for r in records if path is None or r["path"].endswith(path)]
+
+    def reset(self) -> None:
+        self._call("POST", "/_llmock/reset")
+
+
+@pytest.fixture(scope="session")
+def llmock_server() -> Iterator[LLMock]:
+    """The llmock upstream emulator, served by uvicorn on 127.0.0.1 in a thread."""
+    from llmock.testing import LLMockServer
+
+    with LLMockServer(host="127.0.0.1") as server:
+        yield LLMock(server.url)
+
+
+@pytest.fixture
+def llmock(llmock_server: LLMock) -> Iterator[LLMock]:
+    """The llmock server with no scripted behaviours and an empty journal."""
+    llmock_server.reset()
+    yield llmock_server
+    llmock_server.reset()

@@ -1,0 +1,123 @@
+"""Fixtures for the conversation store: one moto server (server mode, 127.0.0.1) per session, the
+table created from template.yaml, an app wired with DynamoDB memory and a header authenticator."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from chatcore import errors
+from chatcore.api.app import Components, create_app
+from chatcore.auth import Principal
+from chatcore.limits import NoLimits
+from chatcore.providers import ProviderRegistry
+from chatcore.providers.base import Provider
+from chatcore.settings import Settings
+from chatcore.store.conversations import ConversationStore
+from chatcore.store.memory import DynamoMemory
+from chatcore.store.summarizer import ConversationSummarizer, SummaryTrigger
+from moto.server import ThreadedMotoServer
+from starlette.requests import HTTPConnection
+
+from devtools.template_tables import create_tables
+
+TABLE = "chat-store-tests"
+POLL_TIMEOUT_S = 30.0  # generous: a loaded CI machine may be slow; the poll ends as soon as it succeeds
+
+
+class HeaderAuthenticator:
+    """Test authenticator: the caller is whoever the `x-test-user` header names."""
+
+    async def authenticate(self, request: HTTPConnection) -> Principal:
+        user = request.headers.get("x-test-user")
+        if not user:
+            raise errors.UnauthorizedError("Missing x-test-user.")
+        return Principal(user_id=user, method="test")
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def dynamodb(moto_url: str) -> Any:
+    from botocore.config import Config
+
+    client = boto3.session.Session().client(
+        "dynamodb", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="test",
+        aws_secret_access_key="test", config=Config(max_pool_connections=32, retries={"mode": "standard"}))
+    create_tables(client, table_name=TABLE)
+    return client
+
+
+@pytest.fixture
+def store_settings(moto_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        base = Settings(stage="test", default_model="mock/echo", mock_ttft_ms=0.0, mock_pace_ms=0.0,
+                        cors_in_app=False, memory="dynamodb", table_name=TABLE, dynamodb_endpoint_url=moto_url,
+                        summary_model="mock/echo", summary_trigger_tokens=0)
+        return dataclasses.replace(base, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def store(dynamodb: Any, store_settings: Callable[..., Settings]) -> ConversationStore:
+    return ConversationStore(store_settings(), client=dynamodb)
+
+
+@pytest.fixture
+def user() -> str:
+    """A fresh user id, so tests sharing the table never see each other's data."""
+    return f"user-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def stored_app_server(serve_asgi: Callable[..., str], dynamodb: Any,
+                      store_settings: Callable[..., Settings]) -> Callable[..., tuple[str, ConversationStore]]:
+    """Factory: the chat app with DynamoDB memory and `HeaderAuthenticator`, served by uvicorn.
+
+    Returns the base URL and the store the app writes to. `providers=` registers extra providers.
+    """
+
+    def start(providers: dict[str, Provider] | None = None, **overrides: Any) -> tuple[str, ConversationStore]:
+        settings = store_settings(**overrides)
+        registry = ProviderRegistry(settings, overrides=providers)
+        conversation_store = ConversationStore(settings, client=dynamodb)
+        trigger = SummaryTrigger(settings, ConversationSummarizer(settings, conversation_store, registry))
+        memory = DynamoMemory(settings, conversation_store, trigger)
+        components = Components(settings=settings, providers=registry, authenticator=HeaderAuthenticator(),
+                                limiter=NoLimits(), memory=memory, conversations=conversation_store)
+        return serve_asgi(create_app(components=components)), conversation_store
+
+    return start
+
+
+def _poll(check: Callable[[], Any], timeout: float = POLL_TIMEOUT_S) -> Any:
+    """Call `check` until it returns something truthy (then return it) or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: last result {result!r}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def poll() -> Callable[..., Any]:
+    """`poll(check)`: wait until `check()` is truthy and return its value (fails after a generous timeout)."""
+    return _poll
