@@ -23,7 +23,7 @@ AISDK_PACKAGE := $(wildcard tests/aisdk/package.json)
 AISDK_STAMP := $(if $(AISDK_PACKAGE),tests/aisdk/node_modules/.setup-stamp)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup dev test invoke bench lint sam-setup validate build deploy clean
+.PHONY: help setup dev test invoke bench lint ruff sam-setup validate build deploy clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,9 +58,11 @@ invoke: setup ## Run a handler on an event: make invoke FN=chat|health|summarize
 bench: setup ## Run the benchmarks
 	$(VENV)/bin/python -m bench
 
-lint: setup ## ruff on everything, mypy on the chatcore package
-	$(VENV)/bin/ruff check .
+lint: ruff ## ruff on everything, mypy on the chatcore package
 	$(VENV)/bin/mypy layers/common/chatcore
+
+ruff: setup ## ruff only (what CI runs)
+	$(VENV)/bin/ruff check .
 
 sam-setup: $(SAM_STAMP) ## Create .samvenv with the SAM CLI and cfn-lint
 

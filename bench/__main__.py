@@ -45,8 +45,11 @@ def machine_facts() -> str:
             versions.append(f"{package} {importlib.import_module(package).__version__}")
         except (ImportError, AttributeError):
             continue
+    # Other work on the machine moves every number here: say how busy it was.
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
     return (f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()} ({platform.python_implementation()}); {', '.join(versions)}")
+            f"Python {platform.python_version()} ({platform.python_implementation()}); {', '.join(versions)}; "
+            f"load average at start {load}")
 
 
 def sections(names: set[str] | None, quick: bool) -> list[tuple[str, Callable[[], str]]]:

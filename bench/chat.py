@@ -201,7 +201,8 @@ async def measure_ttft(upstream: str, app: str, options: Options) -> TTFTResult:
     app_ms: list[float] = []
     try:
         for index in range(options.warmup_requests + options.ttft_requests):
-            pair = [("d", direct, "/v1/chat/completions", direct_body, _OPENAI_FIRST_CONTENT),
+            pair: list[tuple[str, KeepAliveClient, str, bytes, re.Pattern[bytes] | bytes]] = [
+                ("d", direct, "/v1/chat/completions", direct_body, _OPENAI_FIRST_CONTENT),
                     ("a", through, "/api/chat", app_body, _UI_TEXT_DELTA)]
             if index % 2:
                 pair.reverse()
@@ -391,6 +392,17 @@ def report(ttft: TTFTResult, throughput: ThroughputResult, imports: ImportResult
         "| module | cumulative |",
         "|---|---|",
         *(f"| `{name}` | {ms:.1f} ms |" for name, ms in imports.heaviest_ms),
+        "",
+        "### Known costs on these paths",
+        "",
+        "- Per token, the relay runs the OpenAI SSE parser, one `asyncio.timeout_at` (idle clock, `chatcore/clocks.py`), "
+        "the router and memory wrappers and the encoder; `chatcore/protocols/coalesce.py` joins the chunks that are "
+        "ready together into one socket write (a burst of tokens used to cost one ASGI message and one `send()` each).",
+        "- h11 (pure Python HTTP) parses both the upstream response and the client request; the Lambda bundle has no "
+        "httptools/uvloop.",
+        "- Import: FastAPI and pydantic are most of it; FastAPI imports `pydantic.v1` while registering routes "
+        "(`fastapi._compat.shared.is_pydantic_v1_model_class`), and pydantic loads its plugin entry points "
+        "(`importlib.metadata`) on the first model.",
         "",
     ]
     return "\n".join(lines)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
 WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do")
@@ -111,7 +113,7 @@ class OpenAIUpstream:
         finally:
             writer.close()
 
-    async def _stream(self, request: dict[str, object], writer: asyncio.StreamWriter) -> None:
+    async def _stream(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         model = str(request.get("model", "bench"))
         spec = StreamSpec.from_model(model, self.default)
         messages = request.get("messages") or []
@@ -147,10 +149,8 @@ def main() -> None:
     parser.add_argument("--pace-ms", type=float, default=0.0)
     parser.add_argument("--ttft-ms", type=float, default=0.0)
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args.port, StreamSpec(args.tokens, args.pace_ms, args.ttft_ms)))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

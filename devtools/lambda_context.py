@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -16,24 +17,19 @@ class FakeLambdaContext:
     memory_limit_in_mb: int = 512
     timeout_s: float = 30.0
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    region: str = "us-east-1"
-    account_id: str = "123456789012"
+    invoked_function_arn: str = ""
+    log_group_name: str = ""
+    log_stream_name: str = ""
+    client_context: Any = None
+    identity: Any = None
     _deadline: float = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
         self._deadline = time.time() + self.timeout_s
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.function_name}"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    @property
-    def log_stream_name(self) -> str:
-        return f"local/[{self.function_version}]{self.aws_request_id.replace('-', '')}"
+        self.invoked_function_arn = (self.invoked_function_arn
+                                     or f"arn:aws:lambda:us-east-1:123456789012:function:{self.function_name}")
+        self.log_group_name = self.log_group_name or f"/aws/lambda/{self.function_name}"
+        self.log_stream_name = self.log_stream_name or f"local/[{self.function_version}]{self.aws_request_id[:8]}"
 
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds until the simulated timeout, like the real context."""

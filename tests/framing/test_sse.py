@@ -47,7 +47,7 @@ def test_unterminated_last_event_is_dropped_and_raw_lines_reported() -> None:
     assert decode(b'{\n  "error": 1\n}\n') == [RawLine("{"), RawLine('  "error": 1'), RawLine("}")]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)  # no .hypothesis/ folder in the repo
 @given(st.lists(st.sampled_from(["data: é", "data: 世", "event: e", ": c", "", "id: 1", "{raw"]), max_size=30),
        st.sampled_from(["\n", "\r\n", "\r"]), st.data())
 def test_any_chunking_decodes_like_the_whole(lines: list[str], eol: str, data: st.DataObject) -> None:

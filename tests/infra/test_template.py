@@ -373,3 +373,16 @@ def test_samconfig_has_dev_and_prod_environments() -> None:
         assert f"Stage={stage}" in deploy["parameter_overrides"]
     assert config["prod"]["global"]["parameters"]["stack_name"] != config["default"]["global"]["parameters"][
         "stack_name"]
+
+
+def test_every_app_variable_the_template_sets_is_read_by_settings(template: dict[str, Any]) -> None:
+    """A misspelt variable would be silently ignored at run time; settings.py is where all are read."""
+    variables = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    for name in FUNCTIONS:
+        variables |= set(function_properties(template, name).get("Environment", {}).get("Variables", {}))
+    # Read by the Lambda runtime, the Web Adapter or Powertools rather than by chatcore.
+    platform = {name for name in variables if name.startswith(("AWS_", "POWERTOOLS_"))} | {"LOG_LEVEL"}
+    settings_source = (REPO_ROOT / "layers/common/chatcore/settings.py").read_text()
+    read = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', settings_source))
+    assert variables - platform - read == set()
+    assert {"JWT_JWKS_URL", "CONVERSATION_TTL_DAYS", "SUMMARIZE_FUNCTION_NAME"} <= variables

@@ -95,13 +95,17 @@ def test_stream_lease_is_released_on_completion_and_on_disconnect(table: Table, 
     slow = {**OK, "model": "mock/lorem?tokens=5000&pace_ms=5"}
     with httpx.Client(base_url=base, timeout=30, headers={"x-api-key": key}) as http:
         assert http.post("/api/chat", json=OK).status_code == 200
-        assert wait_for_no_leases(table, "carol") == 0
+        # Settled before the final event was sent: free by the time the client has the whole answer.
+        assert table.number("LEASE#carol", "LEASE", "n") == 0
 
         with http.stream("POST", "/api/chat", json=slow) as streaming:
             assert streaming.status_code == 200
-            next(streaming.iter_bytes())  # the stream is live and holds the only slot
+            # Keep the iterator referenced: a discarded httpx iterator closes the connection.
+            chunks = streaming.iter_bytes()
+            next(chunks)  # the stream is live and holds the only slot
             busy = http.post("/api/chat", json=OK)
             assert busy.status_code == 429
+            assert table.number("LEASE#carol", "LEASE", "n") == 1
             assert busy.json()["error"]["limit"] == "concurrent_streams"
         # Leaving the block closes the connection mid-stream: a client disconnect.
         assert wait_for_no_leases(table, "carol") == 0

@@ -26,7 +26,6 @@ from starlette.requests import HTTPConnection
 
 from devtools.template_tables import create_tables
 
-TABLE = "chat-store-tests"
 POLL_TIMEOUT_S = 30.0  # generous: a loaded CI machine may be slow; the poll ends as soon as it succeeds
 
 
@@ -57,16 +56,27 @@ def dynamodb(moto_url: str) -> Any:
 
     client = boto3.session.Session().client(
         "dynamodb", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="test",
-        aws_secret_access_key="test", config=Config(max_pool_connections=32, retries={"mode": "standard"}))
-    create_tables(client, table_name=TABLE)
+        aws_secret_access_key="test", config=Config(max_pool_connections=32,
+                      # moto's server answers 500 when its threads race (it deep-copies tables under
+                      # writers); DynamoDB can answer 500 too, and the SDK's retry is the remedy for both.
+                      retries={"mode": "standard", "max_attempts": 10}))
     return client
 
 
 @pytest.fixture
-def store_settings(moto_url: str) -> Callable[..., Settings]:
+def table(dynamodb: Any) -> str:
+    """A fresh table per test, created from template.yaml (moto copies a whole table on every
+    transaction, so small tables keep the suite fast)."""
+    name = f"chat-{uuid.uuid4().hex[:12]}"
+    create_tables(dynamodb, table_name=name)
+    return name
+
+
+@pytest.fixture
+def store_settings(moto_url: str, table: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         base = Settings(stage="test", default_model="mock/echo", mock_ttft_ms=0.0, mock_pace_ms=0.0,
-                        cors_in_app=False, memory="dynamodb", table_name=TABLE, dynamodb_endpoint_url=moto_url,
+                        cors_in_app=False, memory="dynamodb", table_name=table, dynamodb_endpoint_url=moto_url,
                         summary_model="mock/echo", summary_trigger_tokens=0)
         return dataclasses.replace(base, **overrides)
 

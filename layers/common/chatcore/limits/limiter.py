@@ -88,6 +88,11 @@ class LimitAdmission:
                 # A later report replaces an earlier one; a final event without usage keeps the last.
                 if isinstance(event, UsageReport) or (isinstance(event, Finish | ErrorEvent) and event.usage):
                     usage = event.usage
+                if isinstance(event, Finish | ErrorEvent):
+                    # Settle before the client sees the end: encoders stop pulling after it, so
+                    # waiting for this generator to be closed could free the lease only at
+                    # garbage collection, after the client may already have sent its next request.
+                    await asyncio.shield(_background(self._settle(known_usage(usage))))
                 yield event
         finally:
             await asyncio.shield(_background(self._settle(known_usage(usage))))

@@ -43,6 +43,11 @@ async def coalesce_ready(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             await queue.put(_End(exc))
         else:
             await queue.put(_End(None))
+        finally:
+            # Cancelled between chunks, the source sits at a `yield`: close it now, not at GC.
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     producer = asyncio.create_task(produce())
     try:

@@ -112,7 +112,8 @@ def _fit(turn: ChatTurn, deployment: Deployment, max_output: int) -> tuple[tuple
         from chatcore.store.context_window import fit_prompt  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return turn.messages, turn.system
-    fitted: Any = fit_prompt(turn.messages, turn.system, turn.summary, deployment.context_window, max_output)
+    fitted: Any = fit_prompt(turn.messages, turn.system, turn.summary, deployment.context_window, max_output,
+                             calibration=getattr(turn, "chars_per_token", 4.0))
     if isinstance(fitted, tuple) and len(fitted) == 2 and not isinstance(fitted[0], Message):
         return tuple(fitted[0]), fitted[1]
     if hasattr(fitted, "messages"):

@@ -51,7 +51,7 @@ DEFAULT_CHARS_PER_TOKEN = 4.0
 CHARS_PER_TOKEN_RANGE = (1.5, 6.0)  # outside this a sample is more likely noise than a tokenizer
 CALIBRATION_MIN_TOKENS = 50  # below this the ratio is too noisy to use
 _APPEND_ATTEMPTS = 8
-_DELETE_BATCH = 25
+_BATCH = 25
 
 
 def conversation_pk(user_id: str, conversation_id: str) -> str:
@@ -408,6 +408,33 @@ class ConversationStore:
                 items.append({"Delete": {"TableName": self.table, "Key": _serialize({"pk": pk, "sk": sk})}})
         return items
 
+    def import_messages(self, user_id: str, conversation_id: str, messages: Sequence[StoredMessage],
+                        title: str = "") -> list[StoredMessage]:
+        """Bulk-load a new conversation (migrations, benchmarks): BatchWriteItem, 25 items a request.
+
+        Unlike `append_message` there is no duplicate check: use it only for a conversation that does
+        not exist yet. Returns the messages with their positions.
+        """
+        pk = conversation_pk(user_id, conversation_id)
+        now = now_iso()
+        expires_at = self._expires_at()
+        stored = [replace(m, position=_positions.next(), created_at=m.created_at or now) for m in messages]
+        requests: list[dict[str, Any]] = []
+        for message in stored:
+            put, marker, _ = self._append_items(pk, user_id, conversation_id, message, now, expires_at, None, (),
+                                                None)
+            requests += [{"PutRequest": {"Item": put["Put"]["Item"]}}, {"PutRequest": {"Item": marker["Put"]["Item"]}}]
+        meta = {
+            "pk": pk, "sk": META_SK, "type": "conversation", "conversation_id": conversation_id, "user_id": user_id,
+            "title": title, "created_at": now, "updated_at": now, "gsi1pk": user_index_pk(user_id),
+            "gsi1sk": f"{now}#{conversation_id}", "expires_at": expires_at, "version": 1,
+            "message_count": len(stored), "input_tokens": 0, "output_tokens": 0,
+        }
+        requests.append({"PutRequest": {"Item": _serialize(meta)}})
+        for start in range(0, len(requests), _BATCH):
+            self._batch_write(requests[start:start + _BATCH])
+        return stored
+
     # --- the history API -------------------------------------------------------------------
 
     def get_meta(self, user_id: str, conversation_id: str) -> ConversationMeta | None:
@@ -493,19 +520,21 @@ class ConversationStore:
                 break
             request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         keys.sort(key=lambda k: k["sk"]["S"] == META_SK)
-        for start in range(0, len(keys), _DELETE_BATCH):
-            self._batch_delete(keys[start:start + _DELETE_BATCH])
+        requests = [{"DeleteRequest": {"Key": key}} for key in keys]
+        for start in range(0, len(requests), _BATCH):
+            self._batch_write(requests[start:start + _BATCH])
         return len(keys)
 
-    def _batch_delete(self, keys: list[dict[str, Any]]) -> None:
-        pending = [{"DeleteRequest": {"Key": key}} for key in keys]
+    def _batch_write(self, requests: list[dict[str, Any]]) -> None:
+        """One BatchWriteItem, retrying its unprocessed items with backoff until all are done."""
+        pending = requests
         for attempt in range(8):
             response = self.client.batch_write_item(RequestItems={self.table: pending})
             pending = response.get("UnprocessedItems", {}).get(self.table, [])
             if not pending:
                 return
             time.sleep(min(0.05 * 2 ** attempt, 2.0) * random.uniform(0.5, 1.0))
-        raise errors.ServiceUnavailableError("Deleting the conversation did not finish; try again.")
+        raise errors.ServiceUnavailableError("The table is busy; try again.", retry_after=1.0)
 
     # --- summaries -------------------------------------------------------------------------
 

@@ -67,7 +67,7 @@ class StoredTurn:
 
     memory: DynamoMemory
     user_id: str
-    conversation_id: str
+    conversation_id: str | None  # always set here; typed as the `MemoryTurn` protocol has it
     messages: tuple[Message, ...]
     summary: str | None
     chars_per_token: float
@@ -254,9 +254,11 @@ class DynamoMemory:
         """Store the assistant message of `turn`, then start a summarization if one is due."""
         sample = calibration_sample(turn.prompt_chars, len(turn.messages) + (1 if turn.summary else 0),
                                     usage.input_tokens if usage else None)
-        await asyncio.to_thread(self.store.append_message, turn.user_id, turn.conversation_id, message,
+        conversation_id = turn.conversation_id
+        assert conversation_id is not None  # a StoredTurn always names its conversation
+        await asyncio.to_thread(self.store.append_message, turn.user_id, conversation_id, message,
                                 replaces=turn.replaces, calibration=sample)
         threshold = self.settings.summary_trigger_tokens
         unsummarized = int((turn.unsummarized_chars + len(message.text)) / turn.chars_per_token)
         if self.trigger is not None and threshold > 0 and unsummarized >= threshold:
-            await self.trigger.fire(turn.user_id, turn.conversation_id)
+            await self.trigger.fire(turn.user_id, conversation_id)

@@ -1,0 +1,145 @@
+"""Rolling summaries: racing runs, the summarize function's handler, and the trigger from chat."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from chatcore.events import Finish, ProviderEvent, TextDelta
+from chatcore.messages import ModelRequest
+from chatcore.providers import ProviderRegistry
+from chatcore.providers.base import ProbeResult
+from chatcore.store.context_window import SUMMARY_HEADING
+from chatcore.store.conversations import ConversationStore, StoredMessage
+from chatcore.store.summarizer import ConversationSummarizer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class RecordingProvider:
+    """Keeps every request it answers, so the test can see the prompt that was sent."""
+
+    name = "rec"
+
+    def __init__(self) -> None:
+        self.requests: list[ModelRequest] = []
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
+        self.requests.append(request)
+        yield TextDelta("noted")
+        yield Finish(reason="stop")
+
+    async def probe(self, timeout: float = 5.0) -> ProbeResult:
+        return ProbeResult("up", 0.0)
+
+
+class GatedSummaryProvider:
+    """Answers `summary #n`, but only once `parties` calls are in flight, so runs really overlap."""
+
+    name = "gate"
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = asyncio.Barrier(parties)
+        self.calls = 0
+        self.prompts: list[str] = []
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
+        self.calls += 1
+        number = self.calls
+        self.prompts.append(request.messages[-1].content)
+        await self.barrier.wait()
+        yield TextDelta(f"summary #{number}")
+        yield Finish(reason="stop")
+
+    async def probe(self, timeout: float = 5.0) -> ProbeResult:
+        return ProbeResult("up", 0.0)
+
+
+def seed(store: ConversationStore, user: str, conversation: str, count: int) -> list[StoredMessage]:
+    messages = [StoredMessage(id=f"m{n}", role="user" if n % 2 == 0 else "assistant", text=f"message {n}")
+                for n in range(count)]
+    return [store.append_message(user, conversation, m).message for m in messages]  # type: ignore[arg-type]
+
+
+async def test_two_racing_summarizations_leave_one_consistent_summary(store: ConversationStore, user: str,
+                                                                      store_settings: Any) -> None:
+    written = seed(store, user, "race", 10)
+    settings = store_settings(summary_model="gate/cheap", summary_keep_recent=4)
+    provider = GatedSummaryProvider(parties=2)
+    registry = ProviderRegistry(settings, overrides={"gate": provider})
+    runs = [ConversationSummarizer(settings, store, registry) for _ in range(2)]
+    results = await asyncio.gather(*(run.summarize(user, "race") for run in runs))
+
+    assert sorted(r.outcome for r in results) == ["raced", "written"]
+    winner = next(r for r in results if r.outcome == "written")
+    meta = store.get_meta(user, "race")
+    assert meta is not None and meta.summary in ("summary #1", "summary #2")
+    assert meta.summary_through == winner.through == written[5].position  # all but the 4 newest
+    assert winner.covered_messages == 6 and "message 0" in provider.prompts[0] and "message 6" not in provider.prompts[0]
+
+    # The next run extends the summary with nothing new (the newest 4 stay verbatim).
+    again = await ConversationSummarizer(settings, store, registry).summarize(user, "race")
+    assert again.outcome == "up_to_date"
+    # The chat read now starts after the summary.
+    history = store.load_recent(user, "race")
+    assert [m.id for m in history.messages] == ["m6", "m7", "m8", "m9"]
+
+
+def _load_summarize_handler() -> Any:
+    spec = importlib.util.spec_from_file_location("summarize_app", REPO / "functions" / "summarize" / "app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_summarize_function_handles_its_event(store: ConversationStore, user: str, table: str, moto_url: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(store, user, "demo", 12)
+    for name, value in {"TABLE_NAME": table, "DYNAMODB_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "test",
+                        "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1", "SUMMARY_MODEL": "mock/echo",
+                        "SUMMARY_KEEP_RECENT": "2", "MOCK_TTFT_MS": "0", "MOCK_PACE_MS": "0"}.items():
+        monkeypatch.setenv(name, value)
+    from chatcore.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        module = _load_summarize_handler()
+        result = module.handler({"user_id": user, "conversation_id": "demo"}, None)
+        assert result["status"] == "written" and result["covered_messages"] == 10
+        meta = store.get_meta(user, "demo")
+        assert meta is not None and meta.summary and meta.summary.startswith("You said: Previous summary:")
+        assert module.handler({"user_id": user, "conversation_id": "demo"}, None)["status"] == "up_to_date"
+        assert module.handler({"user_id": user, "conversation_id": "nope"}, None)["status"] == "missing"
+        assert module.handler({"conversation_id": "demo"}, None)["status"] == "invalid"
+        assert module.handler({"user_id": user, "conversation_id": "a#b"}, None)["status"] == "invalid"
+    finally:
+        get_settings.cache_clear()
+
+
+def test_chat_triggers_a_summary_that_later_prompts_use(stored_app_server: Any, user: str, poll: Any) -> None:
+    recorder = RecordingProvider()
+    base, store = stored_app_server(summary_trigger_tokens=20, summary_keep_recent=2, summary_model="mock/echo",
+                                    providers={"rec": recorder})
+
+    def send(n: int, model: str = "mock/echo") -> None:
+        body = {"id": "grow", "model": model,
+                "messages": [{"id": f"u{n}", "role": "user", "parts": [{"type": "text", "text": f"point {n} " * 8}]}]}
+        assert httpx.post(f"{base}/api/chat", json=body, headers={"x-test-user": user}, timeout=60).status_code == 200
+
+    send(0)
+    send(1)
+    meta = poll(lambda: (m := store.get_meta(user, "grow")) and m.summary and m)
+    history = store.load_recent(user, "grow")
+    assert meta.summary_through is not None and len(history.messages) < 4
+    assert all(m.position > meta.summary_through for m in history.messages)
+    # The next turn sends the summary (in the system prompt) and only the messages after it.
+    send(2, model="rec/x")
+    request = recorder.requests[-1]
+    assert request.system is not None and f"{SUMMARY_HEADING}\n{meta.summary}" in request.system
+    assert [m.content for m in request.messages] == [m.text for m in history.messages] + ["point 2 " * 8]
