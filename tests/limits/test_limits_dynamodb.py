@@ -257,3 +257,28 @@ async def test_only_the_listed_limit_fails_open(table: Table) -> None:
 def test_unknown_fail_open_name_is_rejected(table: Table) -> None:
     with pytest.raises(ValueError, match="LIMITS_FAIL_OPEN"):
         limiter_for(table, fail_open=frozenset({"budget"}))
+
+
+async def test_settled_before_the_final_event_reaches_the_client(table: Table) -> None:
+    """Encoders stop reading after the final event, so settlement cannot wait for the generator's end."""
+    limiter = limiter_for(table)
+    admission = await limiter.admit(ALICE, 1000)
+    stream = admission.settle(events(TextDelta("a"), Finish("stop", usage=Usage(2, 3)), TextDelta("never read")))
+    assert isinstance(await anext(stream), TextDelta)
+    assert isinstance(await anext(stream), Finish)
+    assert table.number("LEASE#alice", "LEASE", "n") == 0
+    assert table.number(minute_pk(), "RL", "tokens") == 5
+    await stream.aclose()
+    assert table.number(minute_pk(), "RL", "tokens") == 5  # settled once only
+
+
+def test_limits_json_overrides_and_validation() -> None:
+    policy = LimitPolicy.from_json('{"free": {"requests_per_minute": 7}, "team": {"concurrent_streams": 9}}')
+    assert policy.for_tier("free").requests_per_minute == 7
+    assert policy.for_tier("free").tokens_per_day == LimitPolicy.from_json(None).for_tier("free").tokens_per_day
+    assert policy.for_tier("team").concurrent_streams == 9
+    assert policy.for_tier("unknown") == policy.for_tier("free")
+    for bad in ("not json", "[]", '{"free": {"rpm": 1}}', '{"free": {"requests_per_minute": 0}}',
+                '{"pro": {"tokens_per_day": "lots"}}'):
+        with pytest.raises(ValueError):
+            LimitPolicy.from_json(bad)
