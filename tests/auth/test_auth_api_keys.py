@@ -6,13 +6,13 @@ import json
 from typing import Any
 
 import pytest
-from starlette.requests import Request
-
 from chatcore import errors
 from chatcore.auth import LocalAuthenticator, build_authenticator
 from chatcore.auth.api_keys import ApiKeyAuthenticator, ApiKeyStore, hash_key
 from chatcore.auth.api_keys_cli import main as cli
 from chatcore.settings import Settings
+from starlette.requests import Request
+
 from tests.limits.moto_dynamo import Table
 
 

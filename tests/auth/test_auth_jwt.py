@@ -14,14 +14,13 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from starlette.requests import Request
-
 from chatcore import errors
 from chatcore.auth import build_authenticator
 from chatcore.auth.jwt import JwksCache, JwtAuthenticator, tier_from_claims
 from chatcore.settings import Settings
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from starlette.requests import Request
 
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TEST"
 CLIENT_ID = "app-client-123"

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from chatcore import errors
 from chatcore.auth import Principal
 from chatcore.events import ErrorEvent, Event, Finish, TextDelta, Usage, UsageReport
@@ -15,6 +14,7 @@ from chatcore.limits.leases import StreamLeases
 from chatcore.limits.limiter import DynamoDBLimiter
 from chatcore.limits.policy import LimitPolicy, TierLimits
 from chatcore.limits.rate_limiter import RateLimiter
+
 from tests.limits.moto_dynamo import Table
 
 NOW = 1_800_000_030.0  # fixed, mid-minute, so every racer falls in the same windows

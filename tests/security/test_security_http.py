@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from chatcore.api.app import Components, default_components
 from chatcore.auth.api_keys import ApiKeyAuthenticator, ApiKeyStore
 from chatcore.limits.limiter import DynamoDBLimiter
@@ -22,6 +21,7 @@ from chatcore.limits.policy import LimitPolicy, TierLimits
 from chatcore.providers import ProviderRegistry
 from chatcore.providers.http import safe_message
 from chatcore.settings import Settings
+
 from tests.limits.moto_dynamo import Table
 
 OK = {"messages": [{"role": "user", "content": "hi"}]}

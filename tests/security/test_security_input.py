@@ -8,12 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from chatcore.api.app import create_app
 from chatcore.api.body_limit import BodySizeLimit
 from chatcore.settings import Settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 OK = {"messages": [{"role": "user", "content": "hi"}]}
 

@@ -230,7 +230,7 @@ def _message_from_item(item: dict[str, Any]) -> StoredMessage:
 
 def _meta_from_item(item: dict[str, Any]) -> ConversationMeta:
     return ConversationMeta(
-        conversation_id=item["conversation_id"], title=item.get("title", ""),
+        conversation_id=item["pk"].rsplit("#CONV#", 1)[-1], title=item.get("title", ""),
         created_at=item.get("created_at", ""), updated_at=item.get("updated_at", ""),
         message_count=int(item.get("message_count", 0)), input_tokens=int(item.get("input_tokens", 0)),
         output_tokens=int(item.get("output_tokens", 0)), model=item.get("model"), summary=item.get("summary"),
@@ -351,8 +351,15 @@ class ConversationStore:
                     return AppendResult(stored=False, message=message)  # this id is already stored
                 if attempt == _APPEND_ATTEMPTS - 1:
                     raise
-                # A position taken by another writer, or a conflicting transaction: retry with backoff.
-                time.sleep(random.uniform(0, 0.01 * 2 ** attempt))
+            except self.client.exceptions.ClientError as exc:
+                # A 5xx after the SDK's own retries (or its retry quota) ran out. Retrying is safe: if
+                # the failed attempt did commit, the id marker turns the retry into `stored=False`.
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) < 500:
+                    raise
+                if attempt == _APPEND_ATTEMPTS - 1:
+                    raise
+            # A position taken by another writer, a conflicting transaction or a server error: back off.
+            time.sleep(random.uniform(0, 0.01 * 2 ** attempt))
         raise AssertionError("unreachable")
 
     def _append_items(self, pk: str, user_id: str, conversation_id: str, message: StoredMessage, now: str,
