@@ -23,7 +23,7 @@ AISDK_PACKAGE := $(wildcard tests/aisdk/package.json)
 AISDK_STAMP := $(if $(AISDK_PACKAGE),tests/aisdk/node_modules/.setup-stamp)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup dev test invoke bench lint ruff sam-setup validate build deploy clean
+.PHONY: help setup dev test invoke bench lint ruff sam-setup validate build deploy clean apikey
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ invoke: setup ## Run a handler on an event: make invoke FN=chat|health|summarize
 	@if [ -z "$(FN)" ] || [ -z "$(EVENT)" ]; then \
 		echo "usage: make invoke FN=chat|health|summarize EVENT=events/<file>.json"; exit 2; fi
 	$(VENV)/bin/python -m devtools.invoke $(FN) $(EVENT)
+
+apikey: setup ## Manage API keys: make apikey ARGS="create --owner alice --tier pro" (or list, revoke KEY_ID)
+	$(VENV)/bin/python -m chatcore.auth.api_keys_cli $(ARGS)
 
 bench: setup ## Run the benchmarks
 	$(VENV)/bin/python -m bench

@@ -39,12 +39,16 @@ class RecordingProvider:
 
 
 class GatedSummaryProvider:
-    """Answers `summary #n`, but only once `parties` calls are in flight, so runs really overlap."""
+    """Answers `summary #n` once both runs have read the conversation (so both extend the same
+    summary); the second answers only after the first run's write is done. That orders the two
+    writes: DynamoDB makes a conditional write atomic, but moto's server does not when two arrive
+    at the same instant, and this test is about the stale run being refused, not about moto."""
 
     name = "gate"
 
-    def __init__(self, parties: int) -> None:
-        self.barrier = asyncio.Barrier(parties)
+    def __init__(self) -> None:
+        self.both_read = asyncio.Barrier(2)
+        self.first_written = asyncio.Event()
         self.calls = 0
         self.prompts: list[str] = []
 
@@ -52,7 +56,9 @@ class GatedSummaryProvider:
         self.calls += 1
         number = self.calls
         self.prompts.append(request.messages[-1].content)
-        await self.barrier.wait()
+        await self.both_read.wait()
+        if number == 2:
+            await self.first_written.wait()
         yield TextDelta(f"summary #{number}")
         yield Finish(reason="stop")
 
@@ -70,15 +76,25 @@ async def test_two_racing_summarizations_leave_one_consistent_summary(store: Con
                                                                       store_settings: Any) -> None:
     written = seed(store, user, "race", 10)
     settings = store_settings(summary_model="gate/cheap", summary_keep_recent=4)
-    provider = GatedSummaryProvider(parties=2)
+    provider = GatedSummaryProvider()
     registry = ProviderRegistry(settings, overrides={"gate": provider})
-    runs = [ConversationSummarizer(settings, store, registry) for _ in range(2)]
+    loop = asyncio.get_running_loop()
+
+    class SignallingStore(ConversationStore):
+        def write_summary(self, *args: Any) -> bool:
+            try:
+                return super().write_summary(*args)
+            finally:
+                loop.call_soon_threadsafe(provider.first_written.set)
+
+    signalling = SignallingStore(settings, client=store.client)
+    runs = [ConversationSummarizer(settings, signalling, registry) for _ in range(2)]
     results = await asyncio.gather(*(run.summarize(user, "race") for run in runs))
 
     assert sorted(r.outcome for r in results) == ["raced", "written"]
     winner = next(r for r in results if r.outcome == "written")
     meta = store.get_meta(user, "race")
-    assert meta is not None and meta.summary in ("summary #1", "summary #2")
+    assert meta is not None and meta.summary == "summary #1"  # the stale second run changed nothing
     assert meta.summary_through == winner.through == written[5].position  # all but the 4 newest
     assert winner.covered_messages == 6 and "message 0" in provider.prompts[0] and "message 6" not in provider.prompts[0]
 

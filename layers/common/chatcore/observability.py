@@ -29,8 +29,8 @@ def emit_metrics(service: str, dimensions: dict[str, str], values: dict[str, tup
     from aws_lambda_powertools.metrics import MetricUnit
 
     metrics = Metrics(namespace=NAMESPACE, service=service)
-    for name, value in dimensions.items():
-        metrics.add_dimension(name=name, value=value)
-    for name, (value, unit) in values.items():
-        metrics.add_metric(name=name, unit=getattr(MetricUnit, unit), value=value)
+    for name, dimension in dimensions.items():
+        metrics.add_dimension(name=name, value=dimension)
+    for name, (amount, unit) in values.items():
+        metrics.add_metric(name=name, unit=getattr(MetricUnit, unit), value=amount)
     metrics.flush_metrics()

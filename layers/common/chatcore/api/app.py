@@ -28,6 +28,7 @@ from chatcore.routing.router import model_selector, routing_headers
 from chatcore.settings import Settings, get_settings
 from chatcore.store import dynamo_memory
 from chatcore.store.conversations import ConversationStore
+from chatcore.streams import close_stream
 from chatcore.tokens import estimate_messages_tokens
 
 Encoder = Callable[[AsyncIterator[Event]], AsyncIterator[bytes]]
@@ -67,9 +68,14 @@ async def primed_with_first(events: AsyncIterator[Event]) -> tuple[Event, AsyncI
     first = await anext(iterator)
 
     async def rest() -> AsyncIterator[Event]:
-        yield first
-        async for event in iterator:
-            yield event
+        try:
+            yield first
+            async for event in iterator:
+                yield event
+        finally:
+            # Close the chain now (not at garbage collection), so every wrapper's cleanup
+            # (storing the answer, settling limits) runs when the stream ends or the client leaves.
+            await close_stream(iterator)
 
     return first, rest()
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from chatcore.events import ErrorEvent, Event, Finish, TextDelta
 from chatcore.protocols.wire_json import json_bytes
+from chatcore.streams import close_stream
 
 HEADERS = {
     "content-type": "text/event-stream",
@@ -21,13 +22,17 @@ DONE = b"data: [DONE]\n\n"
 
 
 async def encode_sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
-    async for event in events:
-        if isinstance(event, TextDelta):
-            yield b"data: " + json_bytes({"content": event.text}) + b"\n\n"
-        elif isinstance(event, Finish):
-            yield DONE
-            return
-        elif isinstance(event, ErrorEvent):
-            yield b"data: " + json_bytes({"error": event.message}) + b"\n\n" + DONE
-            return
-    yield b"data: " + json_bytes({"error": "The response ended unexpectedly."}) + b"\n\n" + DONE
+    try:
+        async for event in events:
+            if isinstance(event, TextDelta):
+                yield b"data: " + json_bytes({"content": event.text}) + b"\n\n"
+            elif isinstance(event, Finish):
+                yield DONE
+                return
+            elif isinstance(event, ErrorEvent):
+                yield b"data: " + json_bytes({"error": event.message}) + b"\n\n" + DONE
+                return
+        yield b"data: " + json_bytes({"error": "The response ended unexpectedly."}) + b"\n\n" + DONE
+    finally:
+        # Close the event source now, so its cleanup runs before the response ends.
+        await close_stream(events)

@@ -21,6 +21,7 @@ from chatcore.events import (
     UsageReport,
 )
 from chatcore.protocols.wire_json import json_bytes
+from chatcore.streams import close_stream
 
 HEADERS = {
     "content-type": "text/event-stream",
@@ -81,37 +82,41 @@ async def encode_ui_message_stream(events: AsyncIterator[Event]) -> AsyncIterato
         open_part = None
         return _chunk({"type": f"{kind}-end", "id": part_id})
 
-    async for event in events:
-        if isinstance(event, TextDelta | ReasoningDelta):
-            kind = "text" if isinstance(event, TextDelta) else "reasoning"
-            head, pending = pending, b""
-            if open_part is None or open_part[0] != kind:
-                head += close_part()
-                open_part = (kind, f"{kind[0]}{part_count}")
-                part_count += 1
-                head += _chunk({"type": f"{kind}-start", "id": open_part[1]})
-            yield head + _chunk({"type": f"{kind}-delta", "id": open_part[1], "delta": event.text})
-        elif isinstance(event, Start):
-            start = event
-            pending += _chunk({"type": "start", "messageId": event.message_id,
-                               "messageMetadata": message_metadata(event, None, None, {})}) + _chunk(
-                {"type": "start-step"})
-        elif isinstance(event, UsageReport):
-            usage = event.usage
-        elif isinstance(event, ResponseInfo):
-            info = event
-        elif isinstance(event, Finish):
-            metadata = message_metadata(start, info, event.usage or usage, event.metadata)
-            yield pending + close_part() + _chunk({"type": "finish-step"}) + _chunk(
-                {"type": "finish", "finishReason": _FINISH_REASONS[event.reason], "messageMetadata": metadata}
-            ) + DONE
-            return
-        elif isinstance(event, ErrorEvent):
-            metadata = message_metadata(start, info, event.usage or usage, event.metadata)
-            metadata["incomplete"] = True
-            yield pending + _chunk({"type": "error", "errorText": event.message}) + _chunk({"type": "finish-step"}) + _chunk(
-                {"type": "finish", "finishReason": "error", "messageMetadata": metadata}
-            ) + DONE
-            return
-    # The event source ended without Finish or ErrorEvent: say so rather than end silently.
-    yield pending + _chunk({"type": "error", "errorText": "The response ended unexpectedly."}) + DONE
+    try:
+        async for event in events:
+            if isinstance(event, TextDelta | ReasoningDelta):
+                kind = "text" if isinstance(event, TextDelta) else "reasoning"
+                head, pending = pending, b""
+                if open_part is None or open_part[0] != kind:
+                    head += close_part()
+                    open_part = (kind, f"{kind[0]}{part_count}")
+                    part_count += 1
+                    head += _chunk({"type": f"{kind}-start", "id": open_part[1]})
+                yield head + _chunk({"type": f"{kind}-delta", "id": open_part[1], "delta": event.text})
+            elif isinstance(event, Start):
+                start = event
+                pending += _chunk({"type": "start", "messageId": event.message_id,
+                                   "messageMetadata": message_metadata(event, None, None, {})}) + _chunk(
+                    {"type": "start-step"})
+            elif isinstance(event, UsageReport):
+                usage = event.usage
+            elif isinstance(event, ResponseInfo):
+                info = event
+            elif isinstance(event, Finish):
+                metadata = message_metadata(start, info, event.usage or usage, event.metadata)
+                yield pending + close_part() + _chunk({"type": "finish-step"}) + _chunk(
+                    {"type": "finish", "finishReason": _FINISH_REASONS[event.reason], "messageMetadata": metadata}
+                ) + DONE
+                return
+            elif isinstance(event, ErrorEvent):
+                metadata = message_metadata(start, info, event.usage or usage, event.metadata)
+                metadata["incomplete"] = True
+                yield pending + _chunk({"type": "error", "errorText": event.message}) + _chunk({"type": "finish-step"}) + _chunk(
+                    {"type": "finish", "finishReason": "error", "messageMetadata": metadata}
+                ) + DONE
+                return
+        # The event source ended without Finish or ErrorEvent: say so rather than end silently.
+        yield pending + _chunk({"type": "error", "errorText": "The response ended unexpectedly."}) + DONE
+    finally:
+        # Close the event source now, so its cleanup runs before the response ends.
+        await close_stream(events)
