@@ -246,11 +246,16 @@ def test_secrets_never_reach_clients_or_logs(table: Table, chat_server: Any, lea
     "invalid x-api-key: sk-ant-api03-AbCdEf123456-7890_xyz",
     "API key not valid. Please pass a valid API key. url=https://generativelanguage.googleapis.com/v1beta/models?key=AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUv",
     "Request failed: Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc",
+    "The security token included in the request is invalid: AKIAIOSFODNN7EXAMPLE",
+    'upstream echoed {"api_key": "cbk_9f8e7d6c5b4a3210zyxw"} back',
+    "x-api-key=Zm9vYmFyc2VjcmV0 rejected",
+    "forwarded token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXBhcnQ was expired",
 ])
 def test_safe_message_masks_realistic_leaks(leak: str) -> None:
     cleaned = safe_message(leak)
     for secret in ("sk-proj-abcDEF1234567890abcdef", "sk-ant-api03-AbCdEf123456-7890_xyz",
-                   "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUv", "eyJhbGciOiJIUzI1NiJ9"):
+                   "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUv", "eyJhbGciOiJIUzI1NiJ9", "AKIAIOSFODNN7EXAMPLE",
+                   "cbk_9f8e7d6c5b4a3210zyxw", "Zm9vYmFyc2VjcmV0", "eyJzdWIiOiJhbGljZSJ9"):
         assert secret not in cleaned
     assert cleaned  # still says something useful
     assert len(safe_message("x" * 10_000)) <= 300

@@ -38,6 +38,7 @@ from chatcore.routing.breaker import CircuitBreaker, breaker_store
 from chatcore.routing.pricing import cost_usd
 from chatcore.routing.registry import COMPLEXITY_TIERS, Deployment, ModelRegistry, Selection, load_registry
 from chatcore.settings import Settings
+from chatcore.store.context_window import fit_prompt
 
 if TYPE_CHECKING:
     from chatcore.chat import ChatTurn
@@ -103,22 +104,10 @@ def routing_headers(first: Event) -> dict[str, str]:
 
 
 def _fit(turn: ChatTurn, deployment: Deployment, max_output: int) -> tuple[tuple[Message, ...], str | None]:
-    """The turn's prompt fitted to the deployment's context window, when the fitter exists.
-
-    `chatcore.store.context_window.fit_prompt` is optional (written by the memory area); without
-    it the messages go as they are and the provider's own context error drives the fallback.
-    """
-    try:
-        from chatcore.store.context_window import fit_prompt  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return turn.messages, turn.system
-    fitted: Any = fit_prompt(turn.messages, turn.system, turn.summary, deployment.context_window, max_output,
-                             calibration=getattr(turn, "chars_per_token", 4.0))
-    if isinstance(fitted, tuple) and len(fitted) == 2 and not isinstance(fitted[0], Message):
-        return tuple(fitted[0]), fitted[1]
-    if hasattr(fitted, "messages"):
-        return tuple(fitted.messages), getattr(fitted, "system", turn.system)
-    return tuple(fitted), turn.system
+    """The turn's prompt fitted to the deployment's context window (summary folded into the system)."""
+    fitted = fit_prompt(turn.messages, turn.system, turn.summary, deployment.context_window, max_output,
+                        calibration=turn.chars_per_token)
+    return fitted.messages, fitted.system
 
 
 class Router:
