@@ -26,10 +26,10 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.framing.sse import SSEDecoder, SSEEvent
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import ProbeResult, provider_options
+from chatcore.providers.streaming import SSEStreamParser
 from chatcore.settings import Settings
 
 API_VERSION = "2023-06-01"
@@ -90,43 +90,15 @@ def error_from_response(status: int, headers: Mapping[str, str], text: str, *, p
                retry_after=http.parse_retry_after(headers), retryable=retryable, provider_code=etype)
 
 
-class AnthropicStreamParser:
+class AnthropicStreamParser(SSEStreamParser):
     """Messages SSE bytes to events."""
 
     def __init__(self, provider: str = "anthropic", model: str = "") -> None:
-        self.provider = provider
-        self.model = model
-        self.error: errors.ProviderError | None = None
-        self._decoder = SSEDecoder()
-        self._done = False
+        super().__init__(provider, model)
         self._input: int | None = None
         self._cached: int | None = None
         self._output: int | None = None
         self._stop_reason: str | None = None
-
-    def feed(self, chunk: bytes) -> list[ProviderEvent]:
-        if self.error is not None or self._done:
-            return []
-        out: list[ProviderEvent] = []
-        for item in self._decoder.feed(chunk):
-            if isinstance(item, SSEEvent):
-                self._event(item.data, out)
-                if self.error is not None or self._done:
-                    break
-        return out
-
-    def close(self) -> list[ProviderEvent]:
-        out: list[ProviderEvent] = []
-        if self.error is None and not self._done:
-            for item in self._decoder.flush():
-                if isinstance(item, SSEEvent):
-                    self._event(item.data, out)
-        if self.error is not None:
-            raise self.error
-        if not self._done:
-            raise errors.TruncatedStreamError("The provider closed the stream before it was complete.",
-                                              provider=self.provider, model=self.model)
-        return out
 
     def _usage(self) -> Usage:
         return Usage(input_tokens=self._input, output_tokens=self._output, cached_input_tokens=self._cached)

@@ -25,10 +25,10 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.framing.sse import SSEDecoder, SSEEvent
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import ProbeResult, provider_options
+from chatcore.providers.streaming import SSEStreamParser
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Passed through as body fields (ModelRequest.options["openai"]); anything else is a 400.
@@ -110,44 +110,14 @@ def error_from_response(status: int, headers: Mapping[str, str], text: str, *, p
     return error_from_payload(payload, provider=provider, model=model, http_status=status, headers=headers)
 
 
-class OpenAIStreamParser:
+class OpenAIStreamParser(SSEStreamParser):
     """Chat Completions SSE bytes to events."""
 
     def __init__(self, provider: str = "openai", model: str = "") -> None:
-        self.provider = provider
-        self.model = model
-        self.error: errors.ProviderError | None = None
-        self._decoder = SSEDecoder()
+        super().__init__(provider, model)
         self._finish: str | None = None
         self._usage: Usage | None = None
-        self._done = False
         self._info_sent = False
-
-    def feed(self, chunk: bytes) -> list[ProviderEvent]:
-        if self.error is not None or self._done:
-            return []
-        out: list[ProviderEvent] = []
-        for item in self._decoder.feed(chunk):
-            if isinstance(item, SSEEvent):
-                self._event(item.data, out)
-                if self.error is not None or self._done:
-                    break
-        return out
-
-    def close(self) -> list[ProviderEvent]:
-        out: list[ProviderEvent] = []
-        if self.error is None and not self._done:
-            for item in self._decoder.flush():
-                if isinstance(item, SSEEvent):
-                    self._event(item.data, out)
-        if self.error is not None:
-            raise self.error
-        if not self._done:
-            raise errors.TruncatedStreamError(
-                "The provider closed the stream before it was complete.",
-                provider=self.provider, model=self.model,
-            )
-        return out
 
     def _event(self, data: str, out: list[ProviderEvent]) -> None:
         if data == "[DONE]":

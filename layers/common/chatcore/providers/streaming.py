@@ -14,6 +14,7 @@ from typing import Protocol
 
 from chatcore import errors
 from chatcore.events import Finish, ProviderEvent
+from chatcore.framing.sse import SSEDecoder, SSEEvent
 
 # After the end marker only the end of the HTTP message is left; a server that keeps the body
 # open longer costs its connection (closed instead of pooled), never the answer.
@@ -70,3 +71,45 @@ def parse_all(parser: StreamParser, chunks: list[bytes]) -> tuple[list[ProviderE
     except errors.ProviderError as exc:
         return events, exc
     return events, None
+
+
+class SSEStreamParser:
+    """Shared body of the parsers whose provider frames JSON in SSE events and ends with a marker.
+
+    Subclasses implement `_event(data, out)`: append the events one SSE `data` makes, set `error`
+    on an in-stream error, and set `_done` when the provider's end marker arrives.
+    """
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider = provider
+        self.model = model
+        self.error: errors.ProviderError | None = None
+        self._decoder = SSEDecoder()
+        self._done = False
+
+    def _event(self, data: str, out: list[ProviderEvent]) -> None:
+        raise NotImplementedError
+
+    def feed(self, chunk: bytes) -> list[ProviderEvent]:
+        if self.error is not None or self._done:
+            return []
+        out: list[ProviderEvent] = []
+        for item in self._decoder.feed(chunk):
+            if isinstance(item, SSEEvent):
+                self._event(item.data, out)
+                if self.error is not None or self._done:
+                    break
+        return out
+
+    def close(self) -> list[ProviderEvent]:
+        out: list[ProviderEvent] = []
+        if self.error is None and not self._done:
+            for item in self._decoder.flush():
+                if isinstance(item, SSEEvent):
+                    self._event(item.data, out)
+        if self.error is not None:
+            raise self.error
+        if not self._done:
+            raise errors.TruncatedStreamError("The provider closed the stream before it was complete.",
+                                              provider=self.provider, model=self.model)
+        return out
