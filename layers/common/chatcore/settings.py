@@ -157,7 +157,11 @@ class Settings:
         }
         default_model = _str("DEFAULT_MODEL")
         if not default_model:
-            default_model = "openai/gpt-4o-mini" if (openai_key or "openai" in secret_names) else "mock/echo"
+            # With any real provider configured, the registry's cross-provider `default` chain;
+            # with none (a fresh checkout), the mock's echo.
+            real_provider = (openai_key or anthropic_key or gemini_key or secret_names or _str("OLLAMA_BASE_URL")
+                             or _bool("BEDROCK_ENABLED", False) or _str("OPENAI_BASE_URL"))
+            default_model = "default" if real_provider else "mock/echo"
         return cls(
             stage=_str("STAGE", "local"),
             default_model=default_model,
