@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from chatcore.health import HealthService, create_health_app, health_store
+from chatcore.observability import get_logger
 from chatcore.providers import ProviderRegistry
 from chatcore.routing.router import Router
 from chatcore.settings import get_settings
@@ -36,6 +37,7 @@ def is_http_event(event: dict[str, Any]) -> bool:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda entry point."""
+    get_logger("health").append_keys(request_id=getattr(context, "aws_request_id", None))
     if is_http_event(event):
         return http_handler()(event, context)  # type: ignore[no-any-return]
     records = asyncio.run(service().probe())

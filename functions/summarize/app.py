@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from chatcore.observability import get_logger
 from chatcore.providers import ProviderRegistry
 from chatcore.settings import get_settings
 from chatcore.store.conversations import ConversationStore
@@ -22,4 +23,7 @@ def summarizer() -> ConversationSummarizer:
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point."""
+    get_logger("summarize").append_keys(request_id=getattr(context, "aws_request_id", None),
+                                        conversation_id=event.get("conversation_id") if isinstance(event, dict) else None)
     return handle_summarize_event(event, summarizer())

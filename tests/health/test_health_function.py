@@ -129,7 +129,7 @@ def get_health(query: str = "", authorization: str | None = None) -> tuple[int, 
 def test_get_health_reports_stored_status_without_calling_providers(health_env: dict[str, str],
                                                                     llmock: LLMock) -> None:
     status, body = get_health()
-    assert status == 200 and body["status"] == "healthy"  # never probed: nothing known to be down
+    assert status == 200 and body["status"] == "healthy", body  # never probed: nothing known to be down
     assert body["providers"]["openai"]["status"] == "unknown"
     llmock.scenario({"type": "fail", "status": 500, "times": None, "match": {"path": "*/models"}})
     run_scheduled_probe(health_env)

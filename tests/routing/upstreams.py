@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,22 +20,10 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "
 
 
 def create_table(client: Any, name: str) -> None:
-    """The one table, from template.yaml when the helper exists, else the documented schema."""
-    try:
-        from devtools.template_tables import create_tables
+    """The one table, named `name`, created from the definitions in template.yaml."""
+    from devtools.template_tables import create_tables
 
-        create_tables(client)
-        return
-    except (ImportError, FileNotFoundError):
-        pass
-    client.create_table(
-        TableName=name, BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("pk", "sk", "gsi1pk", "gsi1sk")],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        GlobalSecondaryIndexes=[{"IndexName": "gsi1", "Projection": {"ProjectionType": "ALL"},
-                                 "KeySchema": [{"AttributeName": "gsi1pk", "KeyType": "HASH"},
-                                               {"AttributeName": "gsi1sk", "KeyType": "RANGE"}]}],
-    )
+    create_tables(client, table_name=name)
 
 
 @pytest.fixture(scope="session")
@@ -55,13 +44,10 @@ def table(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
     for key, value in AWS_ENV.items():
         monkeypatch.setenv(key, value)
     client = boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1")
-    before = set(client.list_tables()["TableNames"])
-    create_table(client, "chat-test")
-    created = sorted(set(client.list_tables()["TableNames"]) - before)
-    name = created[0] if created else "chat-test"
+    name = f"chat-test-{uuid.uuid4().hex[:8]}"  # never a table an earlier test (or another module) left
+    create_table(client, name)
     yield moto_endpoint, name
-    for table_name in created:
-        client.delete_table(TableName=table_name)
+    client.delete_table(TableName=name)
 
 
 class LLMock:

@@ -32,6 +32,7 @@ class ChatTurn:
     chars_per_token: float = 4.0  # the conversation's calibrated ratio: `fit_prompt(..., calibration=)`
     conversation_id: str | None = None
     user_id: str | None = None
+    request_id: str | None = None  # the Lambda request id (or a fresh one locally), for logs
     deadline_s: float | None = None  # seconds left for the whole request, when known
     complexity: str | None = None  # simple | medium | complex: picks a tier when `model` is empty
     provider: str | None = None  # preferred provider: its deployments go first in the chain

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -34,16 +35,31 @@ from chatcore.tokens import estimate_messages_tokens
 Encoder = Callable[[AsyncIterator[Event]], AsyncIterator[bytes]]
 
 
-def lambda_deadline_s(request: Request) -> float | None:
-    """Seconds left in this Lambda invocation, from the Web Adapter's context header."""
+def lambda_context(request: Request) -> dict[str, object]:
+    """The Lambda context the Web Adapter forwards as a JSON header (empty outside Lambda)."""
     raw = request.headers.get("x-amzn-lambda-context")
     if not raw:
-        return None
+        return {}
     try:
-        deadline_ms = float(json.loads(raw)["deadline"])
-    except (ValueError, KeyError, TypeError):
+        context = json.loads(raw)
+    except ValueError:
+        return {}
+    return context if isinstance(context, dict) else {}
+
+
+def lambda_deadline_s(request: Request) -> float | None:
+    """Seconds left in this Lambda invocation, from the Web Adapter's context header."""
+    try:
+        deadline_ms = float(lambda_context(request)["deadline"])  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):
         return None
     return max(deadline_ms / 1000.0 - time.time(), 0.0)
+
+
+def request_id(request: Request) -> str:
+    """The Lambda request id when there is one, else a fresh id: it names the request in logs."""
+    value = lambda_context(request).get("request_id")
+    return value if isinstance(value, str) and value else uuid.uuid4().hex
 
 
 def system_prompt(body: ChatRequestBody, settings: Settings) -> str | None:
@@ -142,6 +158,7 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
 
     async def respond(request: Request, body: ChatRequestBody, encode: Encoder,
                       headers: dict[str, str]) -> StreamingResponse:
+        rid = request_id(request)
         principal = await parts.authenticator.authenticate(request)
         check_request_size(body, settings)
         system = system_prompt(body, settings)
@@ -170,6 +187,7 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
             message_id=loaded.message_id,
             conversation_id=loaded.conversation_id,
             user_id=principal.user_id,
+            request_id=rid,
             deadline_s=lambda_deadline_s(request),
         )
         try:
@@ -179,7 +197,8 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
             raise
         # Tokens that arrive together leave in one write (see protocols/coalesce.py).
         return StreamingResponse(coalesce_ready(encode(events)),
-                                 headers={**headers, **admitted.headers, **routing_headers(first)})
+                                 headers={**headers, **admitted.headers, **routing_headers(first),
+                                          "x-request-id": rid})
 
     @app.post("/api/chat")
     async def chat(request: Request, body: ChatRequestBody) -> StreamingResponse:

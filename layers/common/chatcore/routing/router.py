@@ -418,6 +418,7 @@ class _RequestRecord:
         usage = self.usage
         try:
             get_logger().info("chat request", extra={
+                "request_id": self.turn.request_id, "user_id": self.turn.user_id,
                 "message_id": self.turn.message_id, "conversation_id": self.turn.conversation_id,
                 "requested_model": self.requested,
                 "deployment": self.deployment.name if self.deployment else None,
