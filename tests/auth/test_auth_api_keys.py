@@ -13,7 +13,7 @@ from chatcore.auth.api_keys_cli import main as cli
 from chatcore.settings import Settings
 from starlette.requests import Request
 
-from tests.limits.moto_dynamo import Table
+from tests.moto_dynamodb import Table
 
 
 class FakeClock:

@@ -15,7 +15,7 @@ from chatcore.limits.limiter import DynamoDBLimiter
 from chatcore.limits.policy import LimitPolicy, TierLimits
 from chatcore.limits.rate_limiter import RateLimiter
 
-from tests.limits.moto_dynamo import Table
+from tests.moto_dynamodb import Table
 
 NOW = 1_800_000_030.0  # fixed, mid-minute, so every racer falls in the same windows
 THREADS = 16

@@ -27,15 +27,12 @@ def create_table(client: Any, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """A moto server (all services) on 127.0.0.1, for the whole session."""
-    from moto.server import ThreadedMotoServer
+def moto_endpoint() -> str:
+    """The shared moto server on 127.0.0.1 (all services; requests evaluated one at a time, as
+    DynamoDB applies writes to an item, so racing clients see real conditional-write semantics)."""
+    from tests.moto_dynamodb import endpoint
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    return endpoint()
 
 
 @pytest.fixture

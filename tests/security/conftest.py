@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.limits.moto_dynamo import Table, new_table
+from tests.moto_dynamodb import Table, new_table
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from chatcore.providers import ProviderRegistry
 from chatcore.providers.http import safe_message
 from chatcore.settings import Settings
 
-from tests.limits.moto_dynamo import Table
+from tests.moto_dynamodb import Table
 
 OK = {"messages": [{"role": "user", "content": "hi"}]}
 ORIGIN = "https://app.example"

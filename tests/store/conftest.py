@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -21,10 +21,10 @@ from chatcore.settings import Settings
 from chatcore.store.conversations import ConversationStore
 from chatcore.store.memory import DynamoMemory
 from chatcore.store.summarizer import ConversationSummarizer, SummaryTrigger
-from moto.server import ThreadedMotoServer
 from starlette.requests import HTTPConnection
 
 from devtools.template_tables import create_tables
+from tests.moto_dynamodb import endpoint
 
 POLL_TIMEOUT_S = 30.0  # generous: a loaded CI machine may be slow; the poll ends as soon as it succeeds
 
@@ -40,14 +40,9 @@ class HeaderAuthenticator:
 
 
 @pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+def moto_url() -> str:
+    """The shared moto server (tests/moto_dynamodb.py): per-request atomicity, as DynamoDB's per item."""
+    return endpoint()
 
 
 @pytest.fixture(scope="session")

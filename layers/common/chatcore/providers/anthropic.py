@@ -10,7 +10,7 @@ same-role messages merged (the API wants alternating turns).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -28,7 +28,7 @@ from chatcore.events import (
 )
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
-from chatcore.providers.base import ProbeResult, provider_options
+from chatcore.providers.base import provider_options
 from chatcore.providers.streaming import SSEStreamParser
 from chatcore.settings import Settings
 
@@ -164,27 +164,34 @@ def merge_turns(request: ModelRequest) -> list[dict[str, Any]]:
     return merged
 
 
-class AnthropicProvider:
-    """The Anthropic Messages API (or a compatible gateway at another base URL)."""
+class AnthropicProvider(http.HTTPProvider):
+    """The Anthropic Messages API (or a compatible gateway at another base URL).
+
+    Probe: `GET /v1/models?limit=1`, free, and proves both the key and the endpoint.
+    """
+
+    probe_path = "/v1/models?limit=1"
 
     def __init__(self, *, api_key: Callable[[], str | None] | str | None,
                  base_url: str = "https://api.anthropic.com", name: str = "anthropic",
                  http_client: httpx.AsyncClient | None = None) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
-        self._http_client = http_client
+        super().__init__(name=name, base_url=base_url, api_key=api_key, http_client=http_client)
 
     def _headers(self) -> dict[str, str]:
-        key = self._api_key() if callable(self._api_key) else self._api_key
-        headers = {"content-type": "application/json", "accept": "text/event-stream",
-                   "anthropic-version": API_VERSION}
-        if key:
-            headers["x-api-key"] = key
-        return headers
+        return {**super()._headers(), "anthropic-version": API_VERSION}
 
-    def _client(self) -> httpx.AsyncClient:
-        return self._http_client or http.client_for(f"{self.name}:{self.base_url}")
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-api-key": key}
+
+    def stream_url(self, request: ModelRequest) -> str:
+        return f"{self.base_url}/v1/messages"
+
+    def parser(self, model: str) -> AnthropicStreamParser:
+        return AnthropicStreamParser(self.name, model)
+
+    def error_from_response(self, status: int, headers: Mapping[str, str], text: str, *,
+                            model: str) -> errors.ProviderError:
+        return error_from_response(status, headers, text, provider=self.name, model=model)
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body of `POST /v1/messages` for this request."""
@@ -202,23 +209,6 @@ class AnthropicProvider:
             body["stop_sequences"] = list(request.stop)
         body.update(provider_options(request, "anthropic", ANTHROPIC_OPTIONS))
         return body
-
-    async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
-        """Stream one message as events; raises a classified `ProviderError` on failure."""
-        def classify(status: int, headers: Mapping[str, str], text: str) -> errors.ProviderError:
-            return error_from_response(status, headers, text, provider=self.name, model=request.model)
-
-        async for event in http.stream_post(
-            self._client(), f"{self.base_url}/v1/messages", body=self.build_body(request),
-            headers=self._headers(), parser=AnthropicStreamParser(self.name, request.model),
-            error_from_response=classify, provider=self.name, model=request.model,
-        ):
-            yield event
-
-    async def probe(self, timeout: float = 5.0) -> ProbeResult:
-        """`GET /v1/models?limit=1`: free, and proves both the key and the endpoint."""
-        return await http.probe_get(self._client(), f"{self.base_url}/v1/models?limit=1",
-                                    headers=self._headers(), timeout=timeout)
 
 
 def from_settings(settings: Settings) -> AnthropicProvider | None:

@@ -9,7 +9,7 @@ Gemini appends without a `data:` prefix, safety stops and blocked prompts as
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -29,7 +29,7 @@ from chatcore.events import (
 from chatcore.framing.sse import RawLine, SSEDecoder, SSEEvent
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
-from chatcore.providers.base import ProbeResult, provider_options
+from chatcore.providers.base import provider_options
 from chatcore.settings import Settings
 
 GEMINI_OPTIONS = frozenset({"generationConfig", "safetySettings", "thinkingConfig", "topP", "topK",
@@ -222,29 +222,31 @@ def _contents(request: ModelRequest) -> list[dict[str, Any]]:
     return contents
 
 
-class GeminiProvider:
-    """The Gemini API (AI Studio `generativelanguage`), authenticated by `x-goog-api-key`."""
+class GeminiProvider(http.HTTPProvider):
+    """The Gemini API (AI Studio `generativelanguage`), authenticated by `x-goog-api-key`.
+
+    Probe: `GET /v1beta/models?pageSize=1`, free, and proves both the key and the endpoint.
+    """
+
+    probe_path = "/v1beta/models?pageSize=1"
 
     def __init__(self, *, api_key: Callable[[], str | None] | str | None,
                  base_url: str = "https://generativelanguage.googleapis.com", name: str = "gemini",
                  http_client: httpx.AsyncClient | None = None) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
-        self._http_client = http_client
+        super().__init__(name=name, base_url=base_url, api_key=api_key, http_client=http_client)
 
-    def _headers(self) -> dict[str, str]:
-        key = self._api_key() if callable(self._api_key) else self._api_key
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
-        if key:
-            headers["x-goog-api-key"] = key  # a header, never `?key=`, so URLs in logs hold no secret
-        return headers
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-goog-api-key": key}  # a header, never `?key=`, so URLs in logs hold no secret
 
-    def _client(self) -> httpx.AsyncClient:
-        return self._http_client or http.client_for(f"{self.name}:{self.base_url}")
+    def parser(self, model: str) -> GeminiStreamParser:
+        return GeminiStreamParser(self.name, model)
 
-    def url(self, model: str) -> str:
-        return f"{self.base_url}/v1beta/models/{quote(model, safe='')}:streamGenerateContent?alt=sse"
+    def error_from_response(self, status: int, headers: Mapping[str, str], text: str, *,
+                            model: str) -> errors.ProviderError:
+        return error_from_response(status, headers, text, provider=self.name, model=model)
+
+    def stream_url(self, request: ModelRequest) -> str:
+        return f"{self.base_url}/v1beta/models/{quote(request.model, safe='')}:streamGenerateContent?alt=sse"
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body of `streamGenerateContent` for this request."""
@@ -267,23 +269,6 @@ class GeminiProvider:
             body["generationConfig"] = config
         body.update(options)
         return body
-
-    async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
-        """Stream one answer as events; raises a classified `ProviderError` on failure."""
-        def classify(status: int, headers: Mapping[str, str], text: str) -> errors.ProviderError:
-            return error_from_response(status, headers, text, provider=self.name, model=request.model)
-
-        async for event in http.stream_post(
-            self._client(), self.url(request.model), body=self.build_body(request),
-            headers=self._headers(), parser=GeminiStreamParser(self.name, request.model),
-            error_from_response=classify, provider=self.name, model=request.model,
-        ):
-            yield event
-
-    async def probe(self, timeout: float = 5.0) -> ProbeResult:
-        """`GET /v1beta/models?pageSize=1`: free, and proves both the key and the endpoint."""
-        return await http.probe_get(self._client(), f"{self.base_url}/v1beta/models?pageSize=1",
-                                    headers=self._headers(), timeout=timeout)
 
 
 def from_settings(settings: Settings) -> GeminiProvider | None:

@@ -15,6 +15,7 @@ import httpx
 
 from chatcore import errors
 from chatcore.events import ProviderEvent
+from chatcore.messages import ModelRequest
 from chatcore.providers.base import ProbeResult
 from chatcore.providers.streaming import StreamParser, relay
 
@@ -227,3 +228,68 @@ async def probe_get(client: httpx.AsyncClient, url: str, *, headers: Mapping[str
     if response.status_code >= 400:
         return ProbeResult("down", latency, f"HTTP {response.status_code}")
     return ProbeResult("up", latency)
+
+
+class HTTPProvider:
+    """Base of the adapters that stream over HTTP: a pooled client, a key, one stream and probe shape.
+
+    A subclass says where to POST (`stream_url`), what (`build_body`), how to authenticate
+    (`auth_headers`), how to read the answer (`parser`) and how to classify an HTTP error
+    (`error_from_response`); `probe_path` is its cheap, unbilled GET.
+    """
+
+    accept = "text/event-stream"
+    probe_path = "/models"
+
+    def __init__(self, *, name: str, base_url: str, api_key: Callable[[], str | None] | str | None,
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._http_client = http_client  # tests inject one; otherwise the pooled client
+
+    def api_key(self) -> str | None:
+        return self._api_key() if callable(self._api_key) else self._api_key
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": self.accept}
+        key = self.api_key()
+        if key:
+            headers.update(self.auth_headers(key))
+        return headers
+
+    def _client(self) -> httpx.AsyncClient:
+        return self._http_client or client_for(f"{self.name}:{self.base_url}")
+
+    def stream_url(self, request: ModelRequest) -> str:
+        raise NotImplementedError
+
+    def build_body(self, request: ModelRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parser(self, model: str) -> StreamParser:
+        raise NotImplementedError
+
+    def error_from_response(self, status: int, headers: Mapping[str, str], text: str, *,
+                            model: str) -> errors.ProviderError:
+        raise NotImplementedError
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
+        """Stream one answer as events; raises a classified `ProviderError` on failure."""
+        def classify(status: int, headers: Mapping[str, str], text: str) -> errors.ProviderError:
+            return self.error_from_response(status, headers, text, model=request.model)
+
+        async for event in stream_post(
+            self._client(), self.stream_url(request), body=self.build_body(request), headers=self._headers(),
+            parser=self.parser(request.model), error_from_response=classify, provider=self.name,
+            model=request.model,
+        ):
+            yield event
+
+    async def probe(self, timeout: float = 5.0) -> ProbeResult:
+        """The cheap, unbilled GET at `probe_path` (list models, version)."""
+        return await probe_get(self._client(), f"{self.base_url}{self.probe_path}", headers=self._headers(),
+                               timeout=timeout)

@@ -9,7 +9,7 @@ line inside a 200 body, and EOF before `done: true` as truncation. (Ollama's Ope
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -28,7 +28,7 @@ from chatcore.events import (
 from chatcore.framing.ndjson import NDJSONDecoder
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
-from chatcore.providers.base import ProbeResult, provider_options
+from chatcore.providers.base import provider_options
 from chatcore.settings import Settings
 
 # Top-level body fields, and model parameters that go into `options`.
@@ -117,26 +117,29 @@ class OllamaStreamParser:
         return out
 
 
-class OllamaProvider:
-    """A local or remote Ollama server; no key locally, an optional Bearer key for Ollama Cloud."""
+class OllamaProvider(http.HTTPProvider):
+    """A local or remote Ollama server; no key locally, an optional Bearer key for Ollama Cloud.
+
+    Probe: `GET /api/version`, instant, loads no model.
+    """
+
+    accept = "application/x-ndjson"
+    probe_path = "/api/version"
 
     def __init__(self, *, base_url: str = "http://127.0.0.1:11434", name: str = "ollama",
                  api_key: Callable[[], str | None] | str | None = None,
                  http_client: httpx.AsyncClient | None = None) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
-        self._http_client = http_client
+        super().__init__(name=name, base_url=base_url, api_key=api_key, http_client=http_client)
 
-    def _headers(self) -> dict[str, str]:
-        key = self._api_key() if callable(self._api_key) else self._api_key
-        headers = {"content-type": "application/json", "accept": "application/x-ndjson"}
-        if key:
-            headers["authorization"] = f"Bearer {key}"
-        return headers
+    def stream_url(self, request: ModelRequest) -> str:
+        return f"{self.base_url}/api/chat"
 
-    def _client(self) -> httpx.AsyncClient:
-        return self._http_client or http.client_for(f"{self.name}:{self.base_url}")
+    def parser(self, model: str) -> OllamaStreamParser:
+        return OllamaStreamParser(self.name, model)
+
+    def error_from_response(self, status: int, headers: Mapping[str, str], text: str, *,
+                            model: str) -> errors.ProviderError:
+        return error_from_response(status, headers, text, provider=self.name, model=model)
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body of `POST /api/chat` for this request."""
@@ -158,23 +161,6 @@ class OllamaProvider:
             body["options"] = options
         body.update(extra)
         return body
-
-    async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
-        """Stream one answer as events; raises a classified `ProviderError` on failure."""
-        def classify(status: int, headers: Mapping[str, str], text: str) -> errors.ProviderError:
-            return error_from_response(status, headers, text, provider=self.name, model=request.model)
-
-        async for event in http.stream_post(
-            self._client(), f"{self.base_url}/api/chat", body=self.build_body(request),
-            headers=self._headers(), parser=OllamaStreamParser(self.name, request.model),
-            error_from_response=classify, provider=self.name, model=request.model,
-        ):
-            yield event
-
-    async def probe(self, timeout: float = 5.0) -> ProbeResult:
-        """`GET /api/version`: instant, loads no model."""
-        return await http.probe_get(self._client(), f"{self.base_url}/api/version", headers=self._headers(),
-                                    timeout=timeout)
 
 
 def from_settings(settings: Settings) -> OllamaProvider | None:

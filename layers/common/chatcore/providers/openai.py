@@ -9,7 +9,7 @@ through `OPENAI_BASE_URL`. Differences handled: usage on any chunk (standard usa
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -27,7 +27,7 @@ from chatcore.events import (
 )
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
-from chatcore.providers.base import ProbeResult, provider_options
+from chatcore.providers.base import provider_options
 from chatcore.providers.streaming import SSEStreamParser
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -162,8 +162,13 @@ class OpenAIStreamParser(SSEStreamParser):
                 self._finish = choice["finish_reason"]
 
 
-class OpenAIProvider:
-    """An OpenAI Chat Completions endpoint (or a compatible server at another base URL)."""
+class OpenAIProvider(http.HTTPProvider):
+    """An OpenAI Chat Completions endpoint (or a compatible server at another base URL).
+
+    Probe: `GET /models`, free, and proves both the key and the endpoint.
+    """
+
+    probe_path = "/models"
 
     def __init__(
         self,
@@ -175,19 +180,22 @@ class OpenAIProvider:
         extra_headers: Mapping[str, str] | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self._api_key = api_key
+        super().__init__(name=name, base_url=base_url, api_key=api_key, http_client=http_client)
         self.include_usage = include_usage
         self._extra_headers = dict(extra_headers or {})
-        self._http_client = http_client  # tests inject one; otherwise the pooled client
 
     def _headers(self) -> dict[str, str]:
-        key = self._api_key() if callable(self._api_key) else self._api_key
-        headers = {"content-type": "application/json", "accept": "text/event-stream", **self._extra_headers}
-        if key:
-            headers["authorization"] = f"Bearer {key}"
-        return headers
+        return {**super()._headers(), **self._extra_headers}
+
+    def stream_url(self, request: ModelRequest) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    def parser(self, model: str) -> OpenAIStreamParser:
+        return OpenAIStreamParser(self.name, model)
+
+    def error_from_response(self, status: int, headers: Mapping[str, str], text: str, *,
+                            model: str) -> errors.ProviderError:
+        return error_from_response(status, headers, text, provider=self.name, model=model)
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         messages: list[dict[str, str]] = []
@@ -207,23 +215,3 @@ class OpenAIProvider:
             body["stop"] = list(request.stop)
         body.update(provider_options(request, "openai", OPENAI_OPTIONS))
         return body
-
-    def _client(self) -> httpx.AsyncClient:
-        return self._http_client or http.client_for(f"{self.name}:{self.base_url}")
-
-    async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
-        """Stream one chat completion as events; raises a classified `ProviderError` on failure."""
-        def classify(status: int, headers: Mapping[str, str], text: str) -> errors.ProviderError:
-            return error_from_response(status, headers, text, provider=self.name, model=request.model)
-
-        async for event in http.stream_post(
-            self._client(), f"{self.base_url}/chat/completions", body=self.build_body(request),
-            headers=self._headers(), parser=OpenAIStreamParser(self.name, request.model),
-            error_from_response=classify, provider=self.name, model=request.model,
-        ):
-            yield event
-
-    async def probe(self, timeout: float = 5.0) -> ProbeResult:
-        """`GET /models`: free, and proves both the key and the endpoint."""
-        return await http.probe_get(self._client(), f"{self.base_url}/models", headers=self._headers(),
-                                    timeout=timeout)

@@ -1,4 +1,4 @@
-"""DynamoDB in moto's server mode on 127.0.0.1 for the auth, limits and security tests.
+"""DynamoDB (and the other AWS services) in moto's server mode on 127.0.0.1, for every test that needs it.
 
 One server per test process (started on first use, stopped at exit); every test gets a fresh table
 with the schema of `template.yaml` (through `devtools.template_tables`), so tests never share state.
