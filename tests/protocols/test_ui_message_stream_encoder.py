@@ -59,7 +59,7 @@ async def test_text_answer_exact_chunks(sse_data: Callable[[bytes], list[str]]) 
     body = await encode([START, ResponseInfo(model="echo-2025", response_id="r1"), TextDelta("Hello"),
                          TextDelta(", world"), UsageReport(usage), Finish(reason="stop", usage=usage)])
     assert chunks_of(body, sse_data) == [
-        {"type": "start", "messageId": "msg_1", "messageMetadata": {"model": "mock/echo", "provider": "mock"}},
+        {"type": "start", "messageId": "msg_1", "messageMetadata": {"model": "mock/echo", "provider": "mock", "fallbacks": []}},
         {"type": "start-step"},
         {"type": "text-start", "id": "t0"},
         {"type": "text-delta", "id": "t0", "delta": "Hello"},
@@ -67,7 +67,7 @@ async def test_text_answer_exact_chunks(sse_data: Callable[[bytes], list[str]]) 
         {"type": "text-end", "id": "t0"},
         {"type": "finish-step"},
         {"type": "finish", "finishReason": "stop", "messageMetadata": {
-            "model": "mock/echo", "provider": "mock", "providerModel": "echo-2025",
+            "model": "mock/echo", "provider": "mock", "fallbacks": [], "providerModel": "echo-2025",
             "usage": {"inputTokens": 5, "outputTokens": 2, "totalTokens": 7, "cachedInputTokens": None,
                       "reasoningTokens": None}}},
     ]
@@ -135,9 +135,12 @@ async def test_finish_without_text_has_no_text_part(sse_data: Callable[[bytes], 
 
 
 async def test_finish_metadata_extra_and_fallbacks_are_merged(sse_data: Callable[[bytes], list[str]]) -> None:
-    start = Start(message_id="m", provider="openai", model="gpt", fallbacks=("anthropic/claude",))
+    start = Start(message_id="m", provider="openai", model="gpt", fallbacks=("anthropic-claude:provider_overloaded",),
+                  deployment="openai-gpt")
     chunks = chunks_of(await encode([start, TextDelta("x"), Finish(reason="stop", metadata={"cost": 0.5})]), sse_data)
-    assert chunks[0]["messageMetadata"]["fallbacks"] == ["anthropic/claude"]
+    assert chunks[0]["messageMetadata"]["fallbacks"] == [{"deployment": "anthropic-claude",
+                                                          "error": "provider_overloaded"}]
+    assert chunks[0]["messageMetadata"]["deployment"] == "openai-gpt"
     assert chunks[-1]["messageMetadata"]["cost"] == 0.5
     assert chunks[-1]["messageMetadata"]["model"] == "openai/gpt"
 

@@ -54,8 +54,11 @@ def message_metadata(start: Start | None, info: ResponseInfo | None, usage: Usag
     if start is not None:
         metadata["model"] = f"{start.provider}/{start.model}"
         metadata["provider"] = start.provider
-        if start.fallbacks:
-            metadata["fallbacks"] = list(start.fallbacks)
+        if start.deployment:
+            metadata["deployment"] = start.deployment
+        # The same shape as the router's finish metadata, so the client's merge keeps one form.
+        metadata["fallbacks"] = [{"deployment": d, "error": e} for d, _, e in
+                                 (f.rpartition(":") for f in start.fallbacks)]
     if info is not None and info.model:
         metadata["providerModel"] = info.model
     if usage is not None:
