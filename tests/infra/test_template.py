@@ -242,7 +242,7 @@ def test_chat_function_gets_exactly_the_table_actions_it_needs(template: dict[st
     table = [s for s in statements if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))]
     assert len(table) == 1
     assert set(table[0]["Action"]) == {f"dynamodb:{a}" for a in (
-        "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchWriteItem", "TransactWriteItems",
+        "GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchWriteItem", "TransactWriteItems",
         "ConditionCheckItem")}
     assert table[0]["Resource"] == [tag("GetAtt", "ChatTable.Arn"), tag("Sub", "${ChatTable.Arn}/index/*")]
     invoke = [s for s in statements if s["Action"] == "lambda:InvokeFunction"]
