@@ -271,13 +271,14 @@ async def measure_throughput(upstream: str, app: str, options: Options) -> Throu
 
 # --- cold import ---------------------------------------------------------------------------
 
-_IMPORT_SNIPPET = "import time; t = time.perf_counter(); import main; print(time.perf_counter() - t)"
+_IMPORT_SNIPPET = "import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
 _IMPORT_LINE = re.compile(r"^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|( *)(\S+)$")
 
 
 @dataclass(frozen=True)
 class ImportResult:
     runs_ms: list[float]
+    fastapi_ms: float  # median of `import fastapi` alone: the floor while the app is a FastAPI app
     interpreter_ms: float
     by_package_ms: list[tuple[str, float]]  # self time summed per top-level package
     heaviest_ms: list[tuple[str, float]]  # modules by cumulative time, below `main`
@@ -291,11 +292,13 @@ def measure_import(options: Options) -> ImportResult:
     """Fresh interpreters importing functions/chat/main.py (bytecode caches warm, as after a first run)."""
     env = _env(OPENAI_API_KEY="bench", OPENAI_BASE_URL="http://127.0.0.1:9/v1", DEFAULT_MODEL="openai/bench")
     subprocess.run([sys.executable, "-c", "import main"], cwd=CHAT_DIR, env=env, check=True)  # write .pyc
-    runs = []
-    for _ in range(options.import_runs):
-        done = subprocess.run([sys.executable, "-c", _IMPORT_SNIPPET], cwd=CHAT_DIR, env=env, check=True,
-                              capture_output=True, text=True)
-        runs.append(float(done.stdout.strip()) * 1000)
+    def timed_import(module: str) -> float:
+        done = subprocess.run([sys.executable, "-c", _IMPORT_SNIPPET.format(module=module)], cwd=CHAT_DIR, env=env,
+                              check=True, capture_output=True, text=True)
+        return float(done.stdout.strip()) * 1000
+
+    runs = [timed_import("main") for _ in range(options.import_runs)]
+    fastapi_ms = statistics.median(timed_import("fastapi") for _ in range(options.import_runs))
     started = time.perf_counter()
     for _ in range(3):
         subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
@@ -314,7 +317,7 @@ def measure_import(options: Options) -> ImportResult:
         by_package[name.split(".")[0]] += self_us / 1000
     heaviest = sorted(((name, cumulative / 1000) for _, cumulative, depth, name in below_main if depth <= 2),
                       key=lambda item: -item[1])
-    return ImportResult(runs, interpreter_ms, sorted(by_package.items(), key=lambda item: -item[1])[:10],
+    return ImportResult(runs, fastapi_ms, interpreter_ms, sorted(by_package.items(), key=lambda item: -item[1])[:10],
                         heaviest[:10])
 
 
@@ -380,6 +383,12 @@ def report(ttft: TTFTResult, throughput: ThroughputResult, imports: ImportResult
         f"{options.import_runs} fresh interpreters, bytecode caches warm: median **{imports.median_ms:.0f} ms** "
         f"(min {min(imports.runs_ms):.0f}, max {max(imports.runs_ms):.0f}); bare interpreter start-up "
         f"`python -c pass`: {imports.interpreter_ms:.0f} ms wall.",
+        "",
+        f"`import fastapi` alone, measured the same way: median **{imports.fastapi_ms:.0f} ms**. FastAPI is a fixed "
+        "point of the design (the chat function is a FastAPI app under uvicorn), so on this machine the 300 ms "
+        "target leaves the rest of the app (pydantic models, asyncio, the chatcore modules) about "
+        f"{max(300 - imports.fastapi_ms, 0):.0f} ms; everything that is not needed to serve the first request "
+        "(provider adapters and httpx, boto3 and the DynamoDB clients, Powertools, PyJWT) is imported on first use.",
         "",
         "Top offenders from `-X importtime` (self time summed per top-level package, imports caused by `main`):",
         "",
