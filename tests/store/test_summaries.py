@@ -159,3 +159,27 @@ def test_chat_triggers_a_summary_that_later_prompts_use(stored_app_server: Any, 
     request = recorder.requests[-1]
     assert request.system is not None and f"{SUMMARY_HEADING}\n{meta.summary}" in request.system
     assert [m.content for m in request.messages] == [m.text for m in history.messages] + ["point 2 " * 8]
+
+
+def test_a_failing_summarization_raises_for_lambda_to_retry_and_counts_the_failure(
+        store: ConversationStore, user: str, table: str, moto_url: str, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    seed(store, user, "doomed", 12)
+    for name, value in {"TABLE_NAME": table, "DYNAMODB_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "test",
+                        "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+                        "SUMMARY_MODEL": "mock/fail-500", "SUMMARY_KEEP_RECENT": "2"}.items():
+        monkeypatch.setenv(name, value)
+    from chatcore.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        module = _load_summarize_handler()
+        with pytest.raises(Exception) as failure:
+            module.handler({"user_id": user, "conversation_id": "doomed"}, None)
+        assert "500" in str(failure.value)
+        meta = store.get_meta(user, "doomed")
+        assert meta is not None and not meta.summary  # nothing half-written
+        metrics = [line for line in capfd.readouterr().out.splitlines() if '"SummaryErrors"' in line]
+        assert metrics and '"Outcome":"failed"' in metrics[0].replace(" ", "")
+    finally:
+        get_settings.cache_clear()

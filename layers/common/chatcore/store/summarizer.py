@@ -182,7 +182,13 @@ def handle_summarize_event(event: Mapping[str, Any], summarizer: ConversationSum
         validate_conversation_id(conversation_id)
     except errors.RequestError as exc:
         return {"status": "invalid", "error": exc.message}
-    result = asyncio.run(summarizer.summarize(user_id, conversation_id))
+    try:
+        result = asyncio.run(summarizer.summarize(user_id, conversation_id))
+    except Exception as exc:
+        emit_metrics("summarize", {"Outcome": "failed"}, {"SummaryErrors": (1, "Count")})
+        get_logger("summarize").warning("summarization failed", extra={"conversation_id": conversation_id,
+                                                                        "error": type(exc).__name__})
+        raise  # Lambda retries, then sends the event to the failure queue
     emit_metrics("summarize", {"Outcome": result.outcome},
                  {"Summaries": (1, "Count"), "SummarizedMessages": (result.covered_messages, "Count")})
     get_logger("summarize").info("summarized", extra={"conversation_id": conversation_id,
