@@ -322,3 +322,9 @@ def test_healthz(chat_server: Callable[..., str], client: httpx.Client) -> None:
     response = client.get(f"{url}/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+def test_resume_request_answers_nothing_to_resume(chat_server: Callable[..., str]) -> None:
+    base = chat_server()
+    response = httpx.get(f"{base}/api/chat/some-chat-id/stream", timeout=READ_TIMEOUT_S)
+    assert response.status_code == 204 and response.content == b""

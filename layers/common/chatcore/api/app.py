@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from chatcore import errors
 from chatcore.api.body_limit import BodySizeLimit
@@ -204,6 +204,13 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
     async def chat(request: Request, body: ChatRequestBody) -> StreamingResponse:
         """Stream the answer in the AI SDK UI message stream protocol (what `useChat` reads)."""
         return await respond(request, body, ui_message_stream.encode_ui_message_stream, ui_message_stream.HEADERS)
+
+    @app.get("/api/chat/{chat_id}/stream")
+    async def resume(chat_id: str) -> Response:
+        """`useChat({resume: true})` asks to resume an interrupted stream on mount. Streams are not
+        resumable here (a Lambda stream dies with its invocation; the stored history has the answer),
+        so the answer is always 204: nothing to resume, and the client stays ready without an error."""
+        return Response(status_code=204)
 
     @app.post("/api/chat/sse")
     async def chat_sse(request: Request, body: ChatRequestBody) -> StreamingResponse:
