@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 from chatcore.chat import ChatTurn
+from chatcore.dynamodb import dynamodb_client
 from chatcore.events import Finish, Start
 from chatcore.messages import Message
 from chatcore.providers import ProviderRegistry
 from chatcore.routing import CircuitBreaker, Router, build_registry
-from chatcore.routing.breaker import DynamoBreakerStore, dynamodb_client
+from chatcore.routing.breaker import DynamoBreakerStore
 from chatcore.settings import Settings, get_settings
 
 from tests.routing.upstreams import AWS_ENV, LLMock

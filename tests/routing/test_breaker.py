@@ -6,7 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from chatcore.routing.breaker import CircuitBreaker, DynamoBreakerStore, InMemoryBreakerStore, dynamodb_client
+from chatcore.dynamodb import dynamodb_client
+from chatcore.routing.breaker import CircuitBreaker, DynamoBreakerStore, InMemoryBreakerStore
 
 
 class FakeClock:

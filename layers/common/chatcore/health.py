@@ -23,9 +23,10 @@ from fastapi.responses import JSONResponse
 
 from chatcore import errors
 from chatcore.api.errors import install_error_handlers
+from chatcore.dynamodb import client_for
 from chatcore.observability import emit_metrics, get_logger
 from chatcore.providers.base import ProbeResult
-from chatcore.routing.breaker import ITEM_TTL_S, dynamodb_client
+from chatcore.routing.breaker import ITEM_TTL_S
 from chatcore.routing.registry import Deployment
 from chatcore.routing.router import Router
 from chatcore.settings import Settings
@@ -115,7 +116,7 @@ def health_store(settings: Settings) -> HealthStore:
     """DynamoDB when the breaker state is shared there, else in-memory."""
     if settings.breaker_store == "dynamodb":
         return DynamoHealthStore(settings.table_name,
-                                 lambda: dynamodb_client(settings.aws_region, settings.dynamodb_endpoint_url))
+                                 lambda: client_for(settings, critical=True))
     return InMemoryHealthStore()
 
 

@@ -152,9 +152,9 @@ class ApiKeyAuthenticator:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiKeyAuthenticator:
-        from chatcore.limits.dynamo import dynamodb_client
+        from chatcore.dynamodb import client_for
 
-        return cls(ApiKeyStore(settings.table_name, lambda: dynamodb_client(settings)),
+        return cls(ApiKeyStore(settings.table_name, lambda: client_for(settings, critical=True)),
                    cache_ttl_s=settings.api_key_cache_ttl_s)
 
     async def authenticate(self, request: HTTPConnection) -> Principal:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from chatcore.auth.api_keys import ApiKeyStore
-from chatcore.limits.dynamo import dynamodb_client
+from chatcore.dynamodb import client_for
 from chatcore.settings import Settings
 
 
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None, store: ApiKeyStore | None = None) ->
 
     if store is None:
         settings = Settings.from_env()
-        store = ApiKeyStore(settings.table_name, lambda: dynamodb_client(settings))
+        store = ApiKeyStore(settings.table_name, lambda: client_for(settings))
     if args.command == "create":
         key, record = store.create(args.owner, args.tier, args.name)
         print(json.dumps({"key": key, "key_id": record.key_id, "owner": record.owner, "tier": record.tier}))

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chatcore.limits.dynamo import is_condition_failure
+from chatcore.dynamodb import is_condition_failure
 
 SK = "LEASE"
 PREFIX = "l_"

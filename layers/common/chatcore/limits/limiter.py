@@ -21,8 +21,8 @@ from typing import Any
 
 from chatcore import errors
 from chatcore.auth import Principal
+from chatcore.dynamodb import client_for
 from chatcore.events import ErrorEvent, Event, Finish, Usage, UsageReport
-from chatcore.limits.dynamo import dynamodb_client
 from chatcore.limits.leases import LeaseCheck, StreamLeases
 from chatcore.limits.policy import LimitPolicy, TierLimits
 from chatcore.limits.rate_limiter import RateLimiter, WindowCheck, reset_header
@@ -140,7 +140,7 @@ class DynamoDBLimiter:
     def from_settings(cls, settings: Settings) -> DynamoDBLimiter:
         """The limiter the settings describe; raises `ValueError` on a bad `LIMITS_JSON`."""
         return cls(settings.table_name, LimitPolicy.from_json(settings.limits_json),
-                   lambda: dynamodb_client(settings), lease_ttl_s=settings.lease_ttl_s,
+                   lambda: client_for(settings, critical=True), lease_ttl_s=settings.lease_ttl_s,
                    fail_open=frozenset(settings.limits_fail_open))
 
     async def admit(self, principal: Principal, estimated_tokens: int) -> LimitAdmission:

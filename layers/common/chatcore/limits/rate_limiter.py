@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chatcore.limits.dynamo import is_condition_failure
+from chatcore.dynamodb import is_condition_failure
 
 MINUTE_S = 60
 DAY_S = 86_400

@@ -19,9 +19,9 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import Any, Literal, Protocol
 
+from chatcore.dynamodb import client_for
 from chatcore.observability import get_logger
 from chatcore.settings import Settings
 
@@ -105,16 +105,6 @@ class InMemoryBreakerStore:
             return False
         self.states[name] = replace(current, trial_until=now + lease_s)
         return True
-
-
-@lru_cache(maxsize=4)
-def dynamodb_client(region: str, endpoint_url: str | None) -> Any:
-    """A boto3 DynamoDB client, created on first use and reused for the life of the process."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 2, "mode": "standard"})
-    return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint_url, config=config)
 
 
 def _state_from_item(item: dict[str, Any]) -> BreakerState:
@@ -233,7 +223,7 @@ def breaker_store(settings: Settings) -> BreakerStore:
     """DynamoDB when a table is configured, else in-memory (see `BREAKER_STORE`)."""
     if settings.breaker_store == "dynamodb":
         return DynamoBreakerStore(
-            settings.table_name, lambda: dynamodb_client(settings.aws_region, settings.dynamodb_endpoint_url))
+            settings.table_name, lambda: client_for(settings, critical=True))
     return InMemoryBreakerStore()
 
 

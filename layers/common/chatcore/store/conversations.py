@@ -34,8 +34,8 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from chatcore import errors
+from chatcore.dynamodb import client_for
 from chatcore.settings import Settings
-from chatcore.store.dynamo import dynamodb_client
 from chatcore.tokens import PER_MESSAGE_OVERHEAD
 
 MessageRole = Literal["user", "assistant"]
@@ -262,7 +262,7 @@ class ConversationStore:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = dynamodb_client(self.settings)
+            self._client = client_for(self.settings)
         return self._client
 
     def _expires_at(self) -> int | None:
