@@ -4,17 +4,18 @@
 // `@ai-sdk/react`'s `Chat` does, and `DefaultChatTransport`, so the request body, the SSE
 // parsing, the chunk validation and the message assembly are all the SDK's code, not ours.
 //
-//   node consume.mjs --api http://127.0.0.1:8000/api/chat --model mock/echo --text hi [--text again]
+//   node consume.mjs --api http://127.0.0.1:8000/api/chat --model mock/echo --text hi [--text again] [--resume 1]
 //
 // Each `--text` is sent as one user message, in order, in the same chat (so later requests carry
-// the assistant messages the client assembled). Prints one JSON object on stdout:
-//   {status, error, messages, finishes: [{finishReason, isError, isAbort, isDisconnect}], requests}
+// the assistant messages the client assembled). `--resume 1` then calls `resumeStream()`, as
+// `useChat({resume: true})` does on mount. Prints one JSON object on stdout:
+//   {status, error, messages, finishes: [{finishReason, isError, isAbort, isDisconnect}], requests, resumed}
 // and exits 0 whatever the chat's outcome (the caller judges it); 2 on bad arguments or a hang.
 
 import { AbstractChat, DefaultChatTransport } from 'ai';
 
 function parseArgs(argv) {
-  const args = { api: null, model: null, texts: [], body: {}, timeoutMs: 60000 };
+  const args = { api: null, model: null, texts: [], body: {}, timeoutMs: 60000, resume: false };
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
     if (value === undefined) throw new Error(`missing value for ${flag}`);
@@ -23,6 +24,7 @@ function parseArgs(argv) {
     else if (flag === '--text') args.texts.push(value);
     else if (flag === '--body') args.body = JSON.parse(value);
     else if (flag === '--timeout-ms') args.timeoutMs = Number(value);
+    else if (flag === '--resume') args.resume = value === '1';
     else throw new Error(`unknown flag ${flag}`);
   }
   if (!args.api || args.texts.length === 0) throw new Error('--api and at least one --text are required');
@@ -69,7 +71,7 @@ async function main() {
   const requests = [];
   const finishes = [];
   const recordingFetch = async (url, init) => {
-    requests.push(JSON.parse(init.body));
+    if (init?.body) requests.push(JSON.parse(init.body));
     return fetch(url, init);
   };
   const body = args.model ? { ...args.body, model: args.model } : args.body;
@@ -84,6 +86,12 @@ async function main() {
     await chat.sendMessage({ text });
     if (chat.status === 'error') break;
   }
+  let resumed = null;
+  if (args.resume && chat.status !== 'error') {
+    await chat.resumeStream();
+    resumed = { status: chat.status, error: chat.snapshotState.error?.message ?? null,
+                messages: chat.snapshotState.messages.length };
+  }
   clearTimeout(guard);
   const state = chat.snapshotState;
   process.stdout.write(JSON.stringify({
@@ -92,6 +100,7 @@ async function main() {
     messages: state.messages,
     finishes,
     requests,
+    resumed,
   }) + '\n');
 }
 

@@ -28,10 +28,10 @@ pytestmark = [
 ]
 
 
-def consume(url: str, model: str, *texts: str) -> dict[str, Any]:
-    """Run the SDK client: send each text in turn in one chat; return its final state."""
+def consume(url: str, model: str, *texts: str, resume: bool = False) -> dict[str, Any]:
+    """Run the SDK client: send each text in turn in one chat (then resume, if asked); return its state."""
     args = [NODE or "node", str(HARNESS / "consume.mjs"), "--api", f"{url}/api/chat", "--model", model,
-            "--timeout-ms", str((SUBPROCESS_TIMEOUT_S - 10) * 1000)]
+            "--timeout-ms", str((SUBPROCESS_TIMEOUT_S - 10) * 1000), "--resume", "1" if resume else "0"]
     for text in texts:
         args += ["--text", text]
     done = subprocess.run(args, cwd=HARNESS, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
@@ -103,3 +103,10 @@ def test_sdk_reports_an_http_error_before_streaming(chat_server: Callable[..., s
     body = json.loads(result["error"]["message"])  # the SDK surfaces the response body as the message
     assert body["error"]["code"] == "provider_rate_limited"
     assert [m["role"] for m in result["messages"]] == ["user"]  # no empty assistant message
+
+
+def test_sdk_resume_on_mount_finds_nothing_to_resume_without_an_error(chat_server: Callable[..., str]) -> None:
+    url = chat_server()
+    result = consume(url, "mock/echo", "hello", resume=True)
+    assert result["status"] == "ready" and result["error"] is None
+    assert result["resumed"] == {"status": "ready", "error": None, "messages": 2}  # the answer is kept
