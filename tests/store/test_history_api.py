@@ -62,6 +62,8 @@ def test_rename_validates_the_title(stored_app_server: Any, user: str) -> None:
     seed(store, user, "named", ["hi"])
     assert api(base, user, "PATCH", "/named", json={"title": "  Trip   plans "}).json()["title"] == "Trip plans"
     assert store.get_meta(user, "named").title == "Trip plans"  # type: ignore[union-attr]
+    family = "Family trip \U0001f468\u200d\U0001f469\u200d\U0001f467"  # emoji joined by ZWJ (a format character)
+    assert api(base, user, "PATCH", "/named", json={"title": family}).json()["title"] == family
     for bad in ({"title": ""}, {"title": "   "}, {"title": "x" * 201}, {"title": "a\x00b"}, {"title": 3},
                 {"title": "ok", "extra": 1}, {}):
         assert api(base, user, "PATCH", "/named", json=bad).status_code == 400, bad

@@ -48,7 +48,8 @@ class RenameBody(BaseModel):
         title = " ".join(title.split())
         if not title:
             raise ValueError("the title is empty")
-        if any(unicodedata.category(ch).startswith("C") for ch in title):
+        # Control characters and lone surrogates; format characters (emoji joiners, RTL marks) are text.
+        if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in title):
             raise ValueError("the title contains control characters")
         return title
 
