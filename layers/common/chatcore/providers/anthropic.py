@@ -171,6 +171,8 @@ class AnthropicProvider(http.HTTPProvider):
     """
 
     probe_path = "/v1/models?limit=1"
+    parser_class = AnthropicStreamParser
+    classify = staticmethod(error_from_response)
 
     def __init__(self, *, api_key: Callable[[], str | None] | str | None,
                  base_url: str = "https://api.anthropic.com", name: str = "anthropic",
@@ -185,13 +187,6 @@ class AnthropicProvider(http.HTTPProvider):
 
     def stream_url(self, request: ModelRequest) -> str:
         return f"{self.base_url}/v1/messages"
-
-    def parser(self, model: str) -> AnthropicStreamParser:
-        return AnthropicStreamParser(self.name, model)
-
-    def error_from_response(self, status: int, headers: Mapping[str, str], text: str, *,
-                            model: str) -> errors.ProviderError:
-        return error_from_response(status, headers, text, provider=self.name, model=model)
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body of `POST /v1/messages` for this request."""

@@ -229,6 +229,8 @@ class GeminiProvider(http.HTTPProvider):
     """
 
     probe_path = "/v1beta/models?pageSize=1"
+    parser_class = GeminiStreamParser
+    classify = staticmethod(error_from_response)
 
     def __init__(self, *, api_key: Callable[[], str | None] | str | None,
                  base_url: str = "https://generativelanguage.googleapis.com", name: str = "gemini",
@@ -237,13 +239,6 @@ class GeminiProvider(http.HTTPProvider):
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"x-goog-api-key": key}  # a header, never `?key=`, so URLs in logs hold no secret
-
-    def parser(self, model: str) -> GeminiStreamParser:
-        return GeminiStreamParser(self.name, model)
-
-    def error_from_response(self, status: int, headers: Mapping[str, str], text: str, *,
-                            model: str) -> errors.ProviderError:
-        return error_from_response(status, headers, text, provider=self.name, model=model)
 
     def stream_url(self, request: ModelRequest) -> str:
         return f"{self.base_url}/v1beta/models/{quote(request.model, safe='')}:streamGenerateContent?alt=sse"

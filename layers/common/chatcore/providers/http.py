@@ -270,12 +270,17 @@ class HTTPProvider:
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         raise NotImplementedError
 
+    # The adapter's wire parser class, `parser_class(provider, model)`, and its HTTP error
+    # classifier, `classify(status, headers, text, provider=..., model=...)`.
+    parser_class: Callable[[str, str], StreamParser]
+    classify: Callable[..., errors.ProviderError]
+
     def parser(self, model: str) -> StreamParser:
-        raise NotImplementedError
+        return self.parser_class(self.name, model)
 
     def error_from_response(self, status: int, headers: Mapping[str, str], text: str, *,
                             model: str) -> errors.ProviderError:
-        raise NotImplementedError
+        return self.classify(status, headers, text, provider=self.name, model=model)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
         """Stream one answer as events; raises a classified `ProviderError` on failure."""

@@ -125,6 +125,8 @@ class OllamaProvider(http.HTTPProvider):
 
     accept = "application/x-ndjson"
     probe_path = "/api/version"
+    parser_class = OllamaStreamParser
+    classify = staticmethod(error_from_response)
 
     def __init__(self, *, base_url: str = "http://127.0.0.1:11434", name: str = "ollama",
                  api_key: Callable[[], str | None] | str | None = None,
@@ -133,13 +135,6 @@ class OllamaProvider(http.HTTPProvider):
 
     def stream_url(self, request: ModelRequest) -> str:
         return f"{self.base_url}/api/chat"
-
-    def parser(self, model: str) -> OllamaStreamParser:
-        return OllamaStreamParser(self.name, model)
-
-    def error_from_response(self, status: int, headers: Mapping[str, str], text: str, *,
-                            model: str) -> errors.ProviderError:
-        return error_from_response(status, headers, text, provider=self.name, model=model)
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body of `POST /api/chat` for this request."""

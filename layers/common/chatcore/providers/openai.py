@@ -169,6 +169,8 @@ class OpenAIProvider(http.HTTPProvider):
     """
 
     probe_path = "/models"
+    parser_class = OpenAIStreamParser
+    classify = staticmethod(error_from_response)
 
     def __init__(
         self,
@@ -189,13 +191,6 @@ class OpenAIProvider(http.HTTPProvider):
 
     def stream_url(self, request: ModelRequest) -> str:
         return f"{self.base_url}/chat/completions"
-
-    def parser(self, model: str) -> OpenAIStreamParser:
-        return OpenAIStreamParser(self.name, model)
-
-    def error_from_response(self, status: int, headers: Mapping[str, str], text: str, *,
-                            model: str) -> errors.ProviderError:
-        return error_from_response(status, headers, text, provider=self.name, model=model)
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         messages: list[dict[str, str]] = []
