@@ -10,10 +10,8 @@ same-role messages merged (the API wants alternating turns).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
-
-import httpx
 
 from chatcore import errors
 from chatcore.events import (
@@ -170,14 +168,11 @@ class AnthropicProvider(http.HTTPProvider):
     Probe: `GET /v1/models?limit=1`, free, and proves both the key and the endpoint.
     """
 
+    provider_name = "anthropic"
+    default_base_url = "https://api.anthropic.com"
     probe_path = "/v1/models?limit=1"
     parser_class = AnthropicStreamParser
     classify = staticmethod(error_from_response)
-
-    def __init__(self, *, api_key: Callable[[], str | None] | str | None,
-                 base_url: str = "https://api.anthropic.com", name: str = "anthropic",
-                 http_client: httpx.AsyncClient | None = None) -> None:
-        super().__init__(name=name, base_url=base_url, api_key=api_key, http_client=http_client)
 
     def _headers(self) -> dict[str, str]:
         return {**super()._headers(), "anthropic-version": API_VERSION}

@@ -35,6 +35,7 @@ from chatcore.framing.eventstream import EventStreamDecoder
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import ProbeResult, provider_options
+from chatcore.providers.streaming import truncated
 from chatcore.settings import Settings
 
 READ_TIMEOUT_S = 300.0
@@ -177,8 +178,7 @@ class BedrockEventMapper:
                        usage=self._usage)]
 
     def truncated(self) -> errors.TruncatedStreamError:
-        return errors.TruncatedStreamError("The provider closed the stream before it was complete.",
-                                           provider=self.provider, model=self.model)
+        return truncated(self.provider, self.model)
 
 
 class BedrockStreamParser:

@@ -9,11 +9,9 @@ Gemini appends without a `data:` prefix, safety stops and blocked prompts as
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
-
-import httpx
 
 from chatcore import errors
 from chatcore.events import (
@@ -30,6 +28,7 @@ from chatcore.framing.sse import RawLine, SSEDecoder, SSEEvent
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import provider_options
+from chatcore.providers.streaming import truncated
 from chatcore.settings import Settings
 
 GEMINI_OPTIONS = frozenset({"generationConfig", "safetySettings", "thinkingConfig", "topP", "topK",
@@ -133,8 +132,7 @@ class GeminiStreamParser:
         if self.error is not None:
             raise self.error
         if not self._done:
-            raise errors.TruncatedStreamError("The provider closed the stream before it was complete.",
-                                              provider=self.provider, model=self.model)
+            raise truncated(self.provider, self.model)
         return out
 
     def _items(self, items: list[SSEEvent | RawLine]) -> list[ProviderEvent]:
@@ -228,14 +226,11 @@ class GeminiProvider(http.HTTPProvider):
     Probe: `GET /v1beta/models?pageSize=1`, free, and proves both the key and the endpoint.
     """
 
+    provider_name = "gemini"
+    default_base_url = "https://generativelanguage.googleapis.com"
     probe_path = "/v1beta/models?pageSize=1"
     parser_class = GeminiStreamParser
     classify = staticmethod(error_from_response)
-
-    def __init__(self, *, api_key: Callable[[], str | None] | str | None,
-                 base_url: str = "https://generativelanguage.googleapis.com", name: str = "gemini",
-                 http_client: httpx.AsyncClient | None = None) -> None:
-        super().__init__(name=name, base_url=base_url, api_key=api_key, http_client=http_client)
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"x-goog-api-key": key}  # a header, never `?key=`, so URLs in logs hold no secret

@@ -238,13 +238,15 @@ class HTTPProvider:
     (`error_from_response`); `probe_path` is its cheap, unbilled GET.
     """
 
+    provider_name = ""  # the registry name, `provider` in `provider/model`
+    default_base_url = ""
     accept = "text/event-stream"
     probe_path = "/models"
 
-    def __init__(self, *, name: str, base_url: str, api_key: Callable[[], str | None] | str | None,
-                 http_client: httpx.AsyncClient | None = None) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
+    def __init__(self, *, api_key: Callable[[], str | None] | str | None = None, base_url: str | None = None,
+                 name: str | None = None, http_client: httpx.AsyncClient | None = None) -> None:
+        self.name = name or self.provider_name
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
         self._api_key = api_key
         self._http_client = http_client  # tests inject one; otherwise the pooled client
 

@@ -9,10 +9,8 @@ line inside a 200 body, and EOF before `done: true` as truncation. (Ollama's Ope
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
-
-import httpx
 
 from chatcore import errors
 from chatcore.events import (
@@ -29,6 +27,7 @@ from chatcore.framing.ndjson import NDJSONDecoder
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import provider_options
+from chatcore.providers.streaming import truncated
 from chatcore.settings import Settings
 
 # Top-level body fields, and model parameters that go into `options`.
@@ -78,8 +77,7 @@ class OllamaStreamParser:
         if self.error is not None:
             raise self.error
         if not self._done:
-            raise errors.TruncatedStreamError("The provider closed the stream before it was complete.",
-                                              provider=self.provider, model=self.model)
+            raise truncated(self.provider, self.model)
         return out
 
     def _malformed(self) -> None:
@@ -124,14 +122,11 @@ class OllamaProvider(http.HTTPProvider):
     """
 
     accept = "application/x-ndjson"
+    provider_name = "ollama"
+    default_base_url = "http://127.0.0.1:11434"
     probe_path = "/api/version"
     parser_class = OllamaStreamParser
     classify = staticmethod(error_from_response)
-
-    def __init__(self, *, base_url: str = "http://127.0.0.1:11434", name: str = "ollama",
-                 api_key: Callable[[], str | None] | str | None = None,
-                 http_client: httpx.AsyncClient | None = None) -> None:
-        super().__init__(name=name, base_url=base_url, api_key=api_key, http_client=http_client)
 
     def stream_url(self, request: ModelRequest) -> str:
         return f"{self.base_url}/api/chat"

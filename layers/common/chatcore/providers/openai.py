@@ -168,6 +168,8 @@ class OpenAIProvider(http.HTTPProvider):
     Probe: `GET /models`, free, and proves both the key and the endpoint.
     """
 
+    provider_name = "openai"
+    default_base_url = OPENAI_BASE_URL
     probe_path = "/models"
     parser_class = OpenAIStreamParser
     classify = staticmethod(error_from_response)

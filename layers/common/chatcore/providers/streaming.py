@@ -73,6 +73,12 @@ def parse_all(parser: StreamParser, chunks: list[bytes]) -> tuple[list[ProviderE
     return events, None
 
 
+def truncated(provider: str, model: str) -> errors.TruncatedStreamError:
+    """The error for a body that ended without the provider's end marker: never a silent success."""
+    return errors.TruncatedStreamError("The provider closed the stream before it was complete.",
+                                       provider=provider, model=model)
+
+
 class SSEStreamParser:
     """Shared body of the parsers whose provider frames JSON in SSE events and ends with a marker.
 
@@ -110,6 +116,5 @@ class SSEStreamParser:
         if self.error is not None:
             raise self.error
         if not self._done:
-            raise errors.TruncatedStreamError("The provider closed the stream before it was complete.",
-                                              provider=self.provider, model=self.model)
+            raise truncated(self.provider, self.model)
         return out
