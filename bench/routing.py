@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from chatcore.chat import ChatTurn
 from chatcore.events import TextDelta
 from chatcore.messages import Message, ModelRequest
 from chatcore.providers import ProviderRegistry
 from chatcore.providers.mock import MockProvider
 from chatcore.routing import CircuitBreaker, InMemoryBreakerStore, Router, build_registry
+from chatcore.routing.turn import ChatTurn
 from chatcore.settings import Settings
 
 TTFT_MS = 20.0

@@ -89,9 +89,9 @@ async def _measure(memory: Any, counter: RoundTripCounter, user: str, conversati
 def run() -> str:
     """The storage section of docs/benchmarks.md."""
     import boto3
+    from chatcore.conversations.memory import DynamoMemory
+    from chatcore.conversations.store import ConversationStore, StoredMessage
     from chatcore.settings import Settings
-    from chatcore.store.conversations import ConversationStore, StoredMessage
-    from chatcore.store.memory import DynamoMemory
     from moto.server import ThreadedMotoServer
 
     from devtools.template_tables import create_tables

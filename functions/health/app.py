@@ -1,6 +1,6 @@
 """Health function: EventBridge Scheduler events probe every deployment; Function URL requests get `GET /health`.
 
-All logic lives in `chatcore.health`; this module only tells the two event kinds apart and
+All logic lives in `chatcore.service.health`; this module only tells the two event kinds apart and
 builds everything on first use (nothing slow at import).
 """
 
@@ -10,10 +10,11 @@ import asyncio
 from functools import lru_cache
 from typing import Any
 
-from chatcore.health import HealthService, create_health_app, health_store
+from chatcore.api.health_routes import create_health_app
 from chatcore.observability import get_logger
 from chatcore.providers import ProviderRegistry
 from chatcore.routing.router import Router
+from chatcore.service.health import HealthService, health_store
 from chatcore.settings import get_settings
 
 

@@ -8,18 +8,19 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from chatcore.conversations.store import ConversationStore
+from chatcore.conversations.summarizer import ConversationSummarizer, handle_summarize_event
 from chatcore.observability import get_logger
 from chatcore.providers import ProviderRegistry
+from chatcore.routing.router import Router
 from chatcore.settings import get_settings
-from chatcore.store.conversations import ConversationStore
-from chatcore.store.summarizer import ConversationSummarizer, handle_summarize_event
 
 
 @lru_cache(maxsize=1)
 def summarizer() -> ConversationSummarizer:
     """Built on the first invocation and reused while the instance lives (no AWS call at import)."""
     settings = get_settings()
-    return ConversationSummarizer(settings, ConversationStore(settings), ProviderRegistry(settings))
+    return ConversationSummarizer(settings, ConversationStore(settings), Router(settings, ProviderRegistry(settings)))
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

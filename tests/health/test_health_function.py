@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chatcore.chat import ChatTurn
 from chatcore.dynamodb import dynamodb_client
 from chatcore.events import Finish, Start
 from chatcore.messages import Message
 from chatcore.providers import ProviderRegistry
 from chatcore.routing import CircuitBreaker, Router, build_registry
 from chatcore.routing.breaker import DynamoBreakerStore
+from chatcore.routing.turn import ChatTurn
 from chatcore.settings import Settings, get_settings
 
 from tests.routing.upstreams import AWS_ENV, LLMock

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 from chatcore import errors
-from chatcore.chat import ChatTurn
 from chatcore.events import ErrorEvent, Event, Finish, ProviderEvent, Start, TextDelta
 from chatcore.messages import Message, ModelRequest
 from chatcore.providers import ProviderRegistry
 from chatcore.providers.base import ProbeResult
 from chatcore.providers.mock import MockProvider
 from chatcore.routing import CircuitBreaker, InMemoryBreakerStore, Router, build_registry
+from chatcore.routing.turn import ChatTurn
 from chatcore.settings import Settings
 
 

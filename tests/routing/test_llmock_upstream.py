@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from chatcore import errors
-from chatcore.chat import ChatTurn
 from chatcore.events import ErrorEvent, Event, Finish, Start, TextDelta
 from chatcore.messages import Message
 from chatcore.providers import ProviderRegistry
 from chatcore.providers.openai import OpenAIProvider
 from chatcore.routing import CircuitBreaker, InMemoryBreakerStore, Router, build_registry
+from chatcore.routing.turn import ChatTurn
 from chatcore.settings import Settings
 
 from tests.routing.upstreams import LLMock

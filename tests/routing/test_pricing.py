@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from chatcore.chat import ChatTurn
 from chatcore.events import Finish, ProviderEvent, TextDelta, Usage, UsageReport
 from chatcore.messages import Message, ModelRequest
 from chatcore.providers import ProviderRegistry
 from chatcore.providers.base import ProbeResult
 from chatcore.routing import Router, build_registry, cost_usd
 from chatcore.routing.registry import Deployment
+from chatcore.routing.turn import ChatTurn
 from chatcore.settings import Settings
 from hypothesis import given
 from hypothesis import strategies as st

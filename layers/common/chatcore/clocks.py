@@ -8,12 +8,12 @@ upstream connection at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from chatcore import errors
 from chatcore.events import ProviderEvent, ReasoningDelta, TextDelta
+from chatcore.streams import closing
 
 
 class DeadlineExceededError(errors.ProviderTimeoutError):
@@ -39,14 +39,14 @@ async def timed(events: AsyncIterator[ProviderEvent], clocks: Clocks, *, provide
     """Yield `events`, raising a timeout error when any of the three clocks runs out."""
     loop = asyncio.get_running_loop()
     first_token_seen = False
-    try:
+    async with closing(events) as source:
         while True:
             now = loop.time()
             budget = clocks.idle_s if first_token_seen else clocks.first_token_s
             limit = min(now + budget, clocks.deadline)
             try:
                 async with asyncio.timeout_at(limit):
-                    event = await anext(events)
+                    event = await anext(source)
             except StopAsyncIteration:
                 return
             except TimeoutError as exc:
@@ -59,6 +59,3 @@ async def timed(events: AsyncIterator[ProviderEvent], clocks: Clocks, *, provide
             if not first_token_seen and isinstance(event, TextDelta | ReasoningDelta):
                 first_token_seen = True
             yield event
-    finally:
-        with contextlib.suppress(Exception):
-            await events.aclose()  # type: ignore[attr-defined]

@@ -82,6 +82,12 @@ class ServiceUnavailableError(ChatError):
     retryable = True
 
 
+class StorageUnavailableError(ServiceUnavailableError):
+    """The database is unreachable, throttled after the SDK's retries, or its table is missing."""
+
+    code = "storage_unavailable"
+
+
 # --- Provider failures -----------------------------------------------------------------
 
 

@@ -1,11 +1,23 @@
-"""What a provider is asked: a provider-neutral chat request."""
+"""Messages and requests in the domain's own terms (no HTTP or provider wire types).
+
+`ChatRequest` is one chat turn as every entry point hands it to the chat service; `Message` and
+`ModelRequest` are what a provider adapter is asked.
+"""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Role = Literal["user", "assistant"]
+Trigger = Literal["submit-message", "regenerate-message"]
+Complexity = Literal["simple", "medium", "complex"]
+
+
+def new_message_id() -> str:
+    """A fresh message id (the one place ids are minted)."""
+    return f"msg_{uuid.uuid4().hex}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +36,52 @@ class ModelRequest:
     temperature: float | None = None
     max_output_tokens: int | None = None
     stop: tuple[str, ...] = ()
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # per-provider options, keyed by provider name
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
             if message.role == "user":
                 return message.content
         return ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """A conversation message as a client sent it: its id, role, visible text and richer parts.
+
+    `parts` holds the message's parts beyond plain text (as plain JSON objects), or None when the
+    text is all there is.
+    """
+
+    role: Literal["user", "assistant", "system"]
+    text: str
+    id: str | None = None
+    parts: tuple[dict[str, Any], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """One chat turn, whatever the entry point: what to answer, and how."""
+
+    messages: tuple[ChatMessage, ...]
+    conversation_id: str | None = None  # stored conversations only; None means stateless
+    trigger: Trigger = "submit-message"
+    message_id: str | None = None  # the message a regenerate (or an edit) refers to
+    model: str | None = None  # a deployment, alias, tier or `provider/model`; None: by complexity or default
+    complexity: Complexity | None = None
+    provider: str | None = None  # preferred provider: its deployments go first
+    system: str | None = None  # the client's system prompt (allowed only where the operator says so)
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def client_system_prompts(self) -> list[str]:
+        """System text the client sent: system messages, then the `system` field."""
+        texts = [m.text for m in self.messages if m.role == "system"]
+        if self.system is not None:
+            texts.append(self.system)
+        return texts
+
+    def conversation(self) -> tuple[Message, ...]:
+        """The user and assistant messages as provider messages (system ones are handled apart)."""
+        return tuple(Message(role=m.role, content=m.text) for m in self.messages if m.role != "system")

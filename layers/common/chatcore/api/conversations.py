@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatcore import errors
-from chatcore.auth import Principal
-from chatcore.store.conversations import MAX_TITLE_CHARS, ConversationStore, validate_conversation_id
+from chatcore.conversations.store import MAX_TITLE_CHARS, ConversationStore, validate_conversation_id
+from chatcore.principal import Principal
 
 router = APIRouter(prefix="/api/conversations", tags=["conversations"])
 

@@ -7,8 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from chatcore import errors
-from chatcore.settings import Settings
+from chatcore.messages import ChatMessage, ChatRequest
 
 # C0 controls other than tab, newline and carriage return, and lone UTF-16 surrogates (which
 # JSON escapes can smuggle in and which cannot be encoded to UTF-8 for a provider).
@@ -69,6 +68,8 @@ class ChatRequestBody(BaseModel):
     maxOutputTokens: int | None = Field(default=None, ge=1, le=1_000_000)
     complexity: Literal["simple", "medium", "complex"] | None = None  # picks a tier when `model` is absent
     provider: str | None = Field(default=None, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$")  # preferred provider
+    # Per-provider options, keyed by provider name, as the AI SDK sends them (checked by each adapter).
+    providerOptions: dict[str, dict[str, Any]] | None = Field(default=None, max_length=10)
 
     _clean_system = field_validator("system")(clean_text)
 
@@ -84,13 +85,22 @@ class ChatRequestBody(BaseModel):
         return messages
 
 
-def check_request_size(body: ChatRequestBody, settings: Settings) -> None:
-    """Enforce `MAX_MESSAGES` (400) and `MAX_MESSAGE_CHARS` (413) on a parsed body."""
-    if len(body.messages) > settings.max_messages:
-        raise errors.RequestError(f"Too many messages: {len(body.messages)} (at most {settings.max_messages}).")
-    for index, message in enumerate(body.messages):
-        if len(message.text()) > settings.max_message_chars:
-            raise errors.PayloadTooLargeError(
-                f"Message {index} is longer than {settings.max_message_chars} characters.")
-    if body.system is not None and len(body.system) > settings.max_message_chars:
-        raise errors.PayloadTooLargeError(f"The system prompt is longer than {settings.max_message_chars} characters.")
+def _stored_parts(message: UIMessage) -> tuple[dict[str, Any], ...] | None:
+    """The message's parts worth storing apart from its text (None when they are only text)."""
+    if message.parts is None:
+        return None
+    parts = [part.model_dump(exclude_none=True) for part in message.parts]
+    if all(part.get("type") == "text" and set(part) <= {"type", "text", "state"} for part in parts):
+        return None
+    return tuple(parts)
+
+
+def to_chat_request(body: ChatRequestBody) -> ChatRequest:
+    """The body in the chat service's terms."""
+    return ChatRequest(
+        messages=tuple(ChatMessage(role=m.role, text=m.text(), id=m.id, parts=_stored_parts(m))
+                       for m in body.messages),
+        conversation_id=body.id, trigger=body.trigger, message_id=body.messageId, model=body.model,
+        complexity=body.complexity, provider=body.provider, system=body.system, temperature=body.temperature,
+        max_output_tokens=body.maxOutputTokens, provider_options=body.providerOptions or {},
+    )

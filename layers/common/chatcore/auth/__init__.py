@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from starlette.requests import HTTPConnection
 
+from chatcore.principal import Principal, bearer_token
 from chatcore.settings import Settings, in_lambda
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    user_id: str
-    tier: str = "free"
-    method: str = "none"
 
 
 class Authenticator(Protocol):
     async def authenticate(self, request: HTTPConnection) -> Principal:
         """Return the verified caller or raise `UnauthorizedError`."""
         ...
+
+
+__all__ = ["Authenticator", "LocalAuthenticator", "Principal", "bearer_token", "build_authenticator"]
 
 
 class LocalAuthenticator:
@@ -31,18 +27,6 @@ class LocalAuthenticator:
 
     async def authenticate(self, request: HTTPConnection) -> Principal:
         return self.principal
-
-
-def bearer_token(request: HTTPConnection) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header, or None if there is none."""
-    header = request.headers.get("authorization")
-    if not header:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
 
 
 def build_authenticator(settings: Settings, *, lambda_environment: bool | None = None) -> Authenticator:

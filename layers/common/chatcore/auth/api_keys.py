@@ -135,7 +135,7 @@ class ApiKeyStore:
 
 def presented_key(request: HTTPConnection) -> str | None:
     """The key from `x-api-key`, or else from `Authorization: Bearer`."""
-    return request.headers.get("x-api-key", "").strip() or bearer_token(request)
+    return request.headers.get("x-api-key", "").strip() or bearer_token(request.headers)
 
 
 class ApiKeyAuthenticator:

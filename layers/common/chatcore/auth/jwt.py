@@ -156,7 +156,7 @@ class JwtAuthenticator:
 
     async def authenticate(self, request: HTTPConnection) -> Principal:
         """The caller named by a valid bearer token; `InvalidCredentialsError` for any bad token."""
-        token = bearer_token(request)
+        token = bearer_token(request.headers)
         if token is None:
             raise errors.UnauthorizedError("Missing bearer token.")
         claims = await self.verify(token)

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chatcore.auth import Principal
 from chatcore.events import Event
+from chatcore.principal import Principal
 from chatcore.settings import Settings
 
 

@@ -15,31 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chatcore import errors
-from chatcore.auth import Principal
+from chatcore import background, errors
 from chatcore.dynamodb import client_for
 from chatcore.events import ErrorEvent, Event, Finish, Usage, UsageReport
 from chatcore.limits.leases import LeaseCheck, StreamLeases
 from chatcore.limits.policy import LimitPolicy, TierLimits
 from chatcore.limits.rate_limiter import RateLimiter, WindowCheck, reset_header
+from chatcore.principal import Principal
 from chatcore.settings import Settings
 
 LIMIT_NAMES = ("minute", "day", "streams")
-
-# Background settlements still running; kept referenced so they are not garbage-collected.
-_pending: set[asyncio.Task[Any]] = set()
-
-
-def _background(coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-    task = asyncio.ensure_future(coroutine)
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
-    return task
-
 
 @dataclass(frozen=True, slots=True)
 class _Unavailable:
@@ -92,14 +81,14 @@ class LimitAdmission:
                     # Settle before the client sees the end: encoders stop pulling after it, so
                     # waiting for this generator to be closed could free the lease only at
                     # garbage collection, after the client may already have sent its next request.
-                    await asyncio.shield(_background(self._settle(known_usage(usage))))
+                    await background.finish(self._settle(known_usage(usage)))
                 yield event
         finally:
-            await asyncio.shield(_background(self._settle(known_usage(usage))))
+            await background.finish(self._settle(known_usage(usage)))
 
     async def release(self) -> None:
         """The request failed before streaming: give back all reserved tokens and the lease."""
-        await asyncio.shield(_background(self._settle(0)))
+        await background.finish(self._settle(0))
 
     async def _settle(self, used: int | None, *, requests: int = 0) -> None:
         """Charge `used - reserved` tokens (none if `used` is unknown), adjust the request count, free the lease."""
@@ -149,7 +138,7 @@ class DynamoDBLimiter:
         If the caller is cancelled (client gone) while the checks run, whatever they reserved is
         given back once they finish.
         """
-        task = asyncio.ensure_future(self._admit(principal, estimated_tokens))
+        task = background.spawn(self._admit(principal, estimated_tokens))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -180,7 +169,7 @@ class DynamoDBLimiter:
         refusal = self._refusal(principal, limits, minute, day, lease)
         if refusal is not None:
             # A refused request holds nothing: undo its request count, tokens and lease.
-            await asyncio.shield(_background(granted._settle(0, requests=-1)))
+            await background.finish(granted._settle(0, requests=-1))
             raise refusal
         return granted
 
@@ -246,4 +235,4 @@ def _emit(metric: str, principal: Principal, limit: str = "") -> None:
 
 def _release_if_admitted(task: asyncio.Task[LimitAdmission]) -> None:
     if not task.cancelled() and task.exception() is None:
-        _background(task.result().release())
+        background.spawn(task.result().release())

@@ -31,10 +31,10 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.framing.eventstream import EventStreamDecoder
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import ProbeResult, provider_options
+from chatcore.providers.decoders.eventstream import EventStreamDecoder
 from chatcore.providers.streaming import truncated
 from chatcore.settings import Settings
 

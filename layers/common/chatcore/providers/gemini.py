@@ -24,10 +24,10 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.framing.sse import RawLine, SSEDecoder, SSEEvent
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import provider_options
+from chatcore.providers.decoders.sse import RawLine, SSEDecoder, SSEEvent
 from chatcore.providers.streaming import truncated
 from chatcore.settings import Settings
 

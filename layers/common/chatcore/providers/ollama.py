@@ -23,10 +23,10 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.framing.ndjson import NDJSONDecoder
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import provider_options
+from chatcore.providers.decoders.ndjson import NDJSONDecoder
 from chatcore.providers.streaming import truncated
 from chatcore.settings import Settings
 

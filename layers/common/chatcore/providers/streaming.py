@@ -14,7 +14,7 @@ from typing import Protocol
 
 from chatcore import errors
 from chatcore.events import Finish, ProviderEvent
-from chatcore.framing.sse import SSEDecoder, SSEEvent
+from chatcore.providers.decoders.sse import SSEDecoder, SSEEvent
 
 # After the end marker only the end of the HTTP message is left; a server that keeps the body
 # open longer costs its connection (closed instead of pooled), never the answer.

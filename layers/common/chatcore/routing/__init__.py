@@ -10,7 +10,7 @@ from chatcore.routing.registry import (
     build_registry,
     load_registry,
 )
-from chatcore.routing.router import Fallback, Router, model_selector, routing_headers
+from chatcore.routing.router import Fallback, Route, Router, model_selector
 
 __all__ = [
     "COMPLEXITY_TIERS",
@@ -21,10 +21,10 @@ __all__ = [
     "InMemoryBreakerStore",
     "ModelRegistry",
     "RegistryError",
+    "Route",
     "Router",
     "build_registry",
     "cost_usd",
     "load_registry",
     "model_selector",
-    "routing_headers",
 ]

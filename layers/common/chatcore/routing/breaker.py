@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
+from chatcore import background
 from chatcore.dynamodb import client_for
 from chatcore.observability import get_logger
 from chatcore.settings import Settings
@@ -41,6 +42,7 @@ class BreakerState:
     trial_until: float = 0.0  # lease of a claimed half-open trial
     reason: str = ""
     updated_at: float = 0.0
+    version: int = 0  # bumped by every stored write (optimistic concurrency)
 
     def phase(self, now: float) -> Phase:
         if self.state == "closed":
@@ -55,19 +57,69 @@ class BreakerState:
 CLOSED = BreakerState()
 
 
+# --- the state machine, written once ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A transient failure or timeout: opens the circuit at `threshold` consecutive ones."""
+
+    reason: str
+    threshold: int
+    cooldown_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Trip:
+    """A failure waiting will not fix (bad key, exhausted quota, a failed probe): open at once."""
+
+    reason: str
+    cooldown_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """A call succeeded: the circuit closes."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimTrial:
+    """Claim the one half-open trial call, leased for `lease_s`."""
+
+    lease_s: float
+
+
+BreakerEvent = Failure | Trip | Success | ClaimTrial
+
+
+def transition(state: BreakerState, event: BreakerEvent, now: float) -> BreakerState | None:
+    """The state after `event` at `now`, or None when the event does not apply (a trial already
+    claimed, or a circuit not half-open). Pure: both stores and the local cache use it."""
+    if isinstance(event, Failure):
+        failed = replace(state, failures=state.failures + 1, reason=event.reason, updated_at=now)
+        if failed.failures >= event.threshold and (failed.state == "closed" or now >= failed.open_until):
+            failed = replace(failed, state="open", open_until=now + event.cooldown_s, trial_until=0.0)
+        return failed
+    if isinstance(event, Trip):
+        return replace(state, state="open", failures=state.failures + 1, open_until=now + event.cooldown_s,
+                       trial_until=0.0, reason=event.reason, updated_at=now)
+    if isinstance(event, Success):
+        return BreakerState(updated_at=now, version=state.version)
+    if state.phase(now) != "half_open" or state.trial_until > now:
+        return None
+    return replace(state, trial_until=now + event.lease_s)
+
+
 class BreakerStore(Protocol):
-    """Where breaker states live. Every method is atomic per deployment."""
+    """Where breaker states live. `apply` is atomic per deployment."""
 
     async def load(self, names: list[str]) -> dict[str, BreakerState]: ...
 
-    async def add_failure(self, name: str, reason: str, now: float, threshold: int,
-                          cooldown_s: float) -> BreakerState: ...
-
-    async def trip(self, name: str, reason: str, now: float, cooldown_s: float) -> BreakerState: ...
-
-    async def close(self, name: str, now: float) -> BreakerState: ...
-
-    async def claim_trial(self, name: str, now: float, lease_s: float) -> bool: ...
+    async def apply(self, name: str, event: BreakerEvent, now: float,
+                    expected: BreakerState) -> BreakerState | None:
+        """Apply `event` to the stored state (`expected` is the caller's best guess of it); return
+        the new state, or None if the event did not apply."""
+        ...
 
 
 class InMemoryBreakerStore:
@@ -79,32 +131,12 @@ class InMemoryBreakerStore:
     async def load(self, names: list[str]) -> dict[str, BreakerState]:
         return {n: self.states[n] for n in names if n in self.states}
 
-    async def add_failure(self, name: str, reason: str, now: float, threshold: int,
-                          cooldown_s: float) -> BreakerState:
-        current = self.states.get(name, CLOSED)
-        state = replace(current, failures=current.failures + 1, reason=reason, updated_at=now)
-        if state.failures >= threshold and (state.state == "closed" or now >= state.open_until):
-            state = replace(state, state="open", open_until=now + cooldown_s, trial_until=0.0)
-        self.states[name] = state
-        return state
-
-    async def trip(self, name: str, reason: str, now: float, cooldown_s: float) -> BreakerState:
-        current = self.states.get(name, CLOSED)
-        state = replace(current, state="open", failures=current.failures + 1, open_until=now + cooldown_s,
-                        trial_until=0.0, reason=reason, updated_at=now)
-        self.states[name] = state
-        return state
-
-    async def close(self, name: str, now: float) -> BreakerState:
-        self.states[name] = BreakerState(updated_at=now)
-        return self.states[name]
-
-    async def claim_trial(self, name: str, now: float, lease_s: float) -> bool:
-        current = self.states.get(name, CLOSED)
-        if current.phase(now) != "half_open" or current.trial_until > now:
-            return False
-        self.states[name] = replace(current, trial_until=now + lease_s)
-        return True
+    async def apply(self, name: str, event: BreakerEvent, now: float,
+                    expected: BreakerState) -> BreakerState | None:
+        new = transition(self.states.get(name, CLOSED), event, now)
+        if new is not None:
+            self.states[name] = new
+        return new
 
 
 def _state_from_item(item: dict[str, Any]) -> BreakerState:
@@ -114,12 +146,20 @@ def _state_from_item(item: dict[str, Any]) -> BreakerState:
     return BreakerState(
         state="open" if item.get("state", {}).get("S") == "open" else "closed",
         failures=int(num("failures")), open_until=num("open_until"), trial_until=num("trial_until"),
-        reason=item.get("reason", {}).get("S", ""), updated_at=num("updated_at"),
+        reason=item.get("reason", {}).get("S", ""), updated_at=num("updated_at"), version=int(num("version")),
     )
 
 
+_WRITE_ATTEMPTS = 5
+
+
 class DynamoBreakerStore:
-    """Breaker states as items `pk=BREAKER#<deployment>`, `sk=STATE` in the one table."""
+    """Breaker states as items `pk=BREAKER#<deployment>`, `sk=STATE` in the one table.
+
+    Every transition is one conditional `PutItem` of the state `transition` computes, guarded by the
+    version it was computed from; a writer that lost a race gets the current item back
+    (`ReturnValuesOnConditionCheckFailure`) and computes again.
+    """
 
     def __init__(self, table: str, client_factory: Callable[[], Any]) -> None:
         self.table = table
@@ -145,78 +185,42 @@ class DynamoBreakerStore:
     async def load(self, names: list[str]) -> dict[str, BreakerState]:
         return await asyncio.to_thread(self._load, names)
 
-    def _update(self, name: str, expression: str, values: dict[str, Any], condition: str | None = None,
-                names: dict[str, str] | None = None) -> BreakerState | None:
-        client = self._client_factory()
-        args: dict[str, Any] = {
-            "TableName": self.table, "Key": self.key(name), "UpdateExpression": expression,
-            "ExpressionAttributeValues": values, "ReturnValues": "ALL_NEW",
-            "ExpressionAttributeNames": {"#s": "state", **(names or {})},
+    def _item(self, name: str, state: BreakerState, now: float) -> dict[str, Any]:
+        return {
+            **self.key(name), "state": {"S": state.state}, "failures": {"N": str(state.failures)},
+            "open_until": {"N": repr(state.open_until)}, "trial_until": {"N": repr(state.trial_until)},
+            "reason": {"S": state.reason}, "updated_at": {"N": repr(state.updated_at)},
+            "version": {"N": str(state.version)}, "expires_at": {"N": str(int(now) + ITEM_TTL_S)},
         }
-        if condition:
-            args["ConditionExpression"] = condition
-        try:
-            response = client.update_item(**args)
-        except client.exceptions.ConditionalCheckFailedException:
-            return None
-        return _state_from_item(response.get("Attributes", {}))
 
-    async def add_failure(self, name: str, reason: str, now: float, threshold: int,
-                          cooldown_s: float) -> BreakerState:
-        def run() -> BreakerState:
-            common = {":now": {"N": repr(now)}, ":reason": {"S": reason},
-                      ":exp": {"N": str(int(now) + ITEM_TTL_S)}}
-            counted = self._update(
-                name, "ADD failures :one SET reason = :reason, updated_at = :now, expires_at = :exp, "
-                      "#s = if_not_exists(#s, :closed)",
-                {**common, ":one": {"N": "1"}, ":closed": {"S": "closed"}})
-            assert counted is not None
-            if counted.failures < threshold:
-                return counted
-            # Open, unless another caller already opened it for a cooldown still running.
-            opened = self._update(
-                name, "SET #s = :open, open_until = :until REMOVE trial_until",
-                {":open": {"S": "open"}, ":until": {"N": repr(now + cooldown_s)}, ":now": {"N": repr(now)},
-                 ":n": {"N": str(threshold)}},
-                condition="failures >= :n AND (#s <> :open OR open_until <= :now)")
-            return opened or counted
+    def _apply(self, name: str, event: BreakerEvent, now: float, expected: BreakerState) -> BreakerState | None:
+        client = self._client_factory()
+        current = expected
+        for _ in range(_WRITE_ATTEMPTS):
+            new = transition(current, event, now)
+            if new is None:
+                return None
+            new = replace(new, version=current.version + 1)
+            if current.version:
+                condition = {"ConditionExpression": "version = :v",
+                             "ExpressionAttributeValues": {":v": {"N": str(current.version)}}}
+            else:
+                condition = {"ConditionExpression": "attribute_not_exists(pk) OR attribute_not_exists(version)"}
+            try:
+                client.put_item(TableName=self.table, Item=self._item(name, new, now),
+                                ReturnValuesOnConditionCheckFailure="ALL_OLD", **condition)
+                return new
+            except client.exceptions.ConditionalCheckFailedException as exc:
+                item = exc.response.get("Item")
+                if item is None:  # an emulator that does not return the item: read it
+                    item = client.get_item(TableName=self.table, Key=self.key(name),
+                                           ConsistentRead=True).get("Item")
+                current = _state_from_item(item) if item else CLOSED
+        return None
 
-        return await asyncio.to_thread(run)
-
-    async def trip(self, name: str, reason: str, now: float, cooldown_s: float) -> BreakerState:
-        def run() -> BreakerState:
-            state = self._update(
-                name, "SET #s = :open, open_until = :until, reason = :reason, updated_at = :now, "
-                      "expires_at = :exp ADD failures :one REMOVE trial_until",
-                {":open": {"S": "open"}, ":until": {"N": repr(now + cooldown_s)}, ":reason": {"S": reason},
-                 ":now": {"N": repr(now)}, ":one": {"N": "1"}, ":exp": {"N": str(int(now) + ITEM_TTL_S)}})
-            assert state is not None
-            return state
-
-        return await asyncio.to_thread(run)
-
-    async def close(self, name: str, now: float) -> BreakerState:
-        def run() -> BreakerState:
-            state = self._update(
-                name, "SET #s = :closed, failures = :zero, open_until = :zero, reason = :empty, "
-                      "updated_at = :now, expires_at = :exp REMOVE trial_until",
-                {":closed": {"S": "closed"}, ":zero": {"N": "0"}, ":empty": {"S": ""}, ":now": {"N": repr(now)},
-                 ":exp": {"N": str(int(now) + ITEM_TTL_S)}})
-            assert state is not None
-            return state
-
-        return await asyncio.to_thread(run)
-
-    async def claim_trial(self, name: str, now: float, lease_s: float) -> bool:
-        def run() -> bool:
-            claimed = self._update(
-                name, "SET trial_until = :lease",
-                {":lease": {"N": repr(now + lease_s)}, ":now": {"N": repr(now)}, ":open": {"S": "open"}},
-                condition="#s = :open AND open_until <= :now "
-                          "AND (attribute_not_exists(trial_until) OR trial_until <= :now)")
-            return claimed is not None
-
-        return await asyncio.to_thread(run)
+    async def apply(self, name: str, event: BreakerEvent, now: float,
+                    expected: BreakerState) -> BreakerState | None:
+        return await asyncio.to_thread(self._apply, name, event, now, expected)
 
 
 def breaker_store(settings: Settings) -> BreakerStore:
@@ -241,7 +245,6 @@ class CircuitBreaker:
         self._clock = clock
         self._monotonic = monotonic
         self._cache: dict[str, tuple[float, BreakerState]] = {}  # name -> (fetched at, state)
-        self._tasks: set[asyncio.Task[None]] = set()
         self._refreshing = False
 
     def now(self) -> float:
@@ -282,7 +285,7 @@ class CircuitBreaker:
                     self._cache[name] = (now, CLOSED)
         elif stale and not self._refreshing:
             self._refreshing = True
-            self._background(self._refresh_quietly(stale))
+            background.spawn(self._refresh_quietly(stale))
 
     async def _refresh_quietly(self, names: list[str]) -> None:
         try:
@@ -299,12 +302,13 @@ class CircuitBreaker:
             return "allow"
         if phase == "open" or state.trial_until > now:
             return "deny"
+        event = ClaimTrial(self.trial_lease_s)
         try:
-            claimed = await self.store.claim_trial(name, now, self.trial_lease_s)
+            claimed = await self.store.apply(name, event, now, state)
         except Exception:
             get_logger().warning("breaker trial claim failed", extra={"deployment": name})
             return "deny"
-        self._put(name, replace(state, trial_until=now + self.trial_lease_s))
+        self._put(name, claimed or transition(state, event, now) or state)
         return "trial" if claimed else "deny"
 
     def retry_at(self, name: str) -> float | None:
@@ -317,29 +321,25 @@ class CircuitBreaker:
         state = self.state(name)
         if state.state == "closed" and state.failures == 0:
             return
-        now = self._clock()
-        self._put(name, BreakerState(updated_at=now))
-        self._background(self._write(name, self.store.close(name, now)))
+        self._record(name, Success())
 
-    def record_failure(self, name: str, reason: str) -> None:
+    def record_failure(self, name: str, reason: str, cooldown_s: float | None = None) -> None:
         """A transient failure or timeout: counts towards opening the circuit."""
-        now = self._clock()
-        state = self.state(name)
-        local = replace(state, failures=state.failures + 1, reason=reason, updated_at=now)
-        if local.failures >= self.failure_threshold and (local.state == "closed" or now >= local.open_until):
-            local = replace(local, state="open", open_until=now + self.cooldown_s, trial_until=0.0)
-        self._put(name, local)
-        self._background(self._write(name, self.store.add_failure(
-            name, reason, now, self.failure_threshold, self.cooldown_s)))
+        cooldown = self.cooldown_s if cooldown_s is None else cooldown_s
+        self._record(name, Failure(reason, self.failure_threshold, cooldown))
 
     def trip(self, name: str, reason: str, cooldown_s: float | None = None) -> None:
         """Open the circuit at once (bad key, exhausted quota, provider found down)."""
+        self._record(name, Trip(reason, self.cooldown_s if cooldown_s is None else cooldown_s))
+
+    def _record(self, name: str, event: BreakerEvent) -> None:
+        """Apply `event` to the cached state now, and to the shared state in the background."""
         now = self._clock()
-        cooldown = self.cooldown_s if cooldown_s is None else cooldown_s
         state = self.state(name)
-        self._put(name, replace(state, state="open", failures=state.failures + 1, open_until=now + cooldown,
-                                trial_until=0.0, reason=reason, updated_at=now))
-        self._background(self._write(name, self.store.trip(name, reason, now, cooldown)))
+        local = transition(state, event, now)
+        if local is not None:
+            self._put(name, local)
+        background.spawn(self._write(name, self.store.apply(name, event, now, state)))
 
     def _put(self, name: str, state: BreakerState) -> None:
         self._cache[name] = (self._monotonic(), state)
@@ -353,12 +353,6 @@ class CircuitBreaker:
         if isinstance(state, BreakerState):
             self._put(name, state)
 
-    def _background(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)  # keep a reference until done (the loop holds only weak ones)
-        task.add_done_callback(self._tasks.discard)
-
     async def drain(self) -> None:
-        """Wait for every pending background write (tests, the health function, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        """Wait for the pending shared-state writes (the health function, tests)."""
+        await background.drain()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from chatcore import errors
 from chatcore.clocks import Clocks, DeadlineExceededError, timed
@@ -32,16 +32,15 @@ from chatcore.events import (
 )
 from chatcore.messages import Message, ModelRequest
 from chatcore.observability import emit_metrics, get_logger
+from chatcore.prompt import fit_prompt
 from chatcore.providers import ProviderRegistry
 from chatcore.routing.backoff import Backoff
 from chatcore.routing.breaker import CircuitBreaker, breaker_store
 from chatcore.routing.pricing import cost_usd
 from chatcore.routing.registry import COMPLEXITY_TIERS, Deployment, ModelRegistry, Selection, load_registry
+from chatcore.routing.turn import ChatTurn
 from chatcore.settings import Settings
-from chatcore.store.context_window import fit_prompt
-
-if TYPE_CHECKING:
-    from chatcore.chat import ChatTurn
+from chatcore.streams import closing
 
 Action = Literal["raise", "unhealthy", "larger_window", "retry", "next"]
 
@@ -74,6 +73,14 @@ class _Candidate:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """A turn's resolved model choice: the name it asked for and the configured deployments to try."""
+
+    requested: str
+    chain: tuple[Deployment, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Fallback:
     """A deployment that did not answer, and why (an error code, or `circuit_open`)."""
 
@@ -91,16 +98,6 @@ def model_selector(model: str | None, complexity: str | None, default_model: str
     if complexity:
         return COMPLEXITY_TIERS[complexity]
     return default_model
-
-
-def routing_headers(first: Event) -> dict[str, str]:
-    """Response headers known when the stream starts: who answers, and who failed before."""
-    if not isinstance(first, Start):
-        return {}
-    headers = {"x-chat-deployment": first.deployment or f"{first.provider}/{first.model}"}
-    if first.fallbacks:
-        headers["x-chat-fallbacks"] = ",".join(first.fallbacks)
-    return headers
 
 
 def _fit(turn: ChatTurn, deployment: Deployment, max_output: int) -> tuple[tuple[Message, ...], str | None]:
@@ -145,6 +142,21 @@ class Router:
         """The chain for a turn (raises `RequestError` for an unknown model)."""
         selector = model_selector(turn.model, turn.complexity, self.settings.default_model)
         return self.registry.select(selector, turn.provider)
+
+    def route(self, turn: ChatTurn) -> Route:
+        """Resolve the turn's model choice once: the chain of configured deployments to try.
+
+        Raises before anything is called or stored: 400 for an unknown model, 503 when none of
+        its providers is configured.
+        """
+        selection = self.select(turn)
+        return Route(selection.requested, self.usable(selection))
+
+    def deployments(self) -> list[Deployment]:
+        """Every configured deployment; the mock stand-ins only when no real provider is configured."""
+        configured = [d for d in self.registry.deployments.values() if self.is_configured(d.provider)]
+        real = [d for d in configured if not d.stand_in]
+        return real or configured
 
     def is_configured(self, provider: str) -> bool:
         known = self._configured.get(provider)
@@ -195,7 +207,8 @@ class Router:
         max_output = min(turn.max_output_tokens or self.settings.max_output_tokens, deployment.max_output_tokens)
         messages, system = _fit(turn, deployment, max_output)
         return ModelRequest(model=deployment.model, messages=messages, system=system,
-                            temperature=turn.temperature, max_output_tokens=max_output)
+                            temperature=turn.temperature, max_output_tokens=max_output,
+                            options=turn.provider_options)
 
     async def _open(self, turn: ChatTurn, deployment: Deployment, deadline: float
                     ) -> tuple[list[ProviderEvent], AsyncIterator[ProviderEvent]]:
@@ -220,8 +233,8 @@ class Router:
                 if isinstance(event, TextDelta | ReasoningDelta | Finish):
                     return pending, events
         except BaseException:
-            await events.aclose()  # type: ignore[attr-defined]
-            raise
+            async with closing(events):  # handed over on success; closed here on failure
+                raise
 
     def _pick(self, queue: list[_Candidate], last_failed_provider: str | None) -> _Candidate:
         """Fresh deployments before retries; another provider before the one that just failed."""
@@ -229,12 +242,15 @@ class Router:
         queue.remove(best)
         return best
 
-    async def stream(self, turn: ChatTurn) -> AsyncIterator[Event]:
-        """Events for one turn. Raises `ChatError` if every deployment fails before the first token."""
+    async def stream(self, turn: ChatTurn, route: Route | None = None) -> AsyncIterator[Event]:
+        """Events for one turn over `route` (resolved here when not given).
+
+        Raises `ChatError` if every deployment fails before the first token.
+        """
         loop = asyncio.get_running_loop()
         began = loop.time()
-        selection = self.select(turn)
-        chain = self.usable(selection)
+        route = route or self.route(turn)
+        chain = route.chain
         guarded = [d.name for d in chain if self.guarded(d)]
         if guarded:
             await self.breaker.prepare(guarded)
@@ -244,7 +260,7 @@ class Router:
         last_error: errors.ChatError | None = None
         last_failed_provider: str | None = None
         attempts = 0
-        record = _RequestRecord(turn, selection.requested)
+        record = _RequestRecord(turn, route.requested)
         try:
             while queue and attempts < self.settings.router_max_attempts:
                 candidate = self._pick(queue, last_failed_provider)
@@ -285,8 +301,9 @@ class Router:
                         self._maybe_retry(candidate, exc, queue, deadline)
                     continue
                 record.started(deployment, fallbacks, loop.time() - began)
-                async for event in self._relay(turn, deployment, pending, events, fallbacks, record):
-                    yield event
+                async with closing(self._relay(turn, deployment, pending, events, fallbacks, record)) as relay:
+                    async for event in relay:
+                        yield event
                 return
             if last_error is None:
                 last_error = errors.ServiceUnavailableError("No deployment could answer in time.")
@@ -342,29 +359,35 @@ class Router:
 
         yield Start(turn.message_id, deployment.provider, deployment.model,
                     fallbacks=tuple(f"{f.deployment}:{f.error}" for f in fallbacks), deployment=deployment.name)
-        try:
-            async for event in _chain_events(pending, events):
-                if isinstance(event, UsageReport):
-                    usage = event.usage
-                elif isinstance(event, Finish):
-                    ended = True
-                    final = event.usage or usage
-                    if self.guarded(deployment):
-                        self.breaker.record_success(deployment.name)
-                    record.outcome = "ok"
-                    yield replace(event, usage=final, metadata={**event.metadata, **metadata(final)})
-                    return
-                yield event
-        except errors.ProviderError as exc:
-            ended = True
-            if self.guarded(deployment) and exc.retryable:
-                self.breaker.record_failure(deployment.name, exc.code)
-            record.outcome = "error"
-            record.error_code = exc.code
-            yield ErrorEvent(message=exc.message, code=exc.code, retryable=exc.retryable, usage=usage,
-                             metadata=metadata(usage))
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
+        async with closing(_chain_events(pending, events)) as source:  # closed on every exit
+            try:
+                async for event in source:
+                    if isinstance(event, UsageReport):
+                        usage = event.usage
+                    elif isinstance(event, Finish):
+                        ended = True
+                        final = event.usage or usage
+                        if self.guarded(deployment):
+                            self.breaker.record_success(deployment.name)
+                        record.outcome = "ok"
+                        yield replace(event, usage=final, metadata={**event.metadata, **metadata(final)})
+                        return
+                    yield event
+            except errors.ProviderError as exc:
+                ended = True
+                if self.guarded(deployment) and exc.retryable:
+                    self.breaker.record_failure(deployment.name, exc.code)
+                record.outcome = "error"
+                record.error_code = exc.code
+                yield ErrorEvent(message=exc.message, code=exc.code, retryable=exc.retryable, usage=usage,
+                                 metadata=metadata(usage))
+            except Exception:  # a bug or malformed data after the first token: say so, never end silently
+                ended = True
+                get_logger().exception("relay failed", extra={"deployment": deployment.name})
+                record.outcome = "error"
+                record.error_code = "internal_error"
+                yield ErrorEvent(message="The answer failed unexpectedly.", code="internal_error", retryable=True,
+                                 usage=usage, metadata=metadata(usage))
         if not ended:
             record.outcome = "error"
             record.error_code = errors.TruncatedStreamError.code
@@ -375,10 +398,11 @@ class Router:
 
 async def _chain_events(pending: list[ProviderEvent], events: AsyncIterator[ProviderEvent]
                         ) -> AsyncIterator[ProviderEvent]:
-    for event in pending:
-        yield event
-    async for event in events:
-        yield event
+    async with closing(events) as source:
+        for event in pending:
+            yield event
+        async for event in source:
+            yield event
 
 
 class _RequestRecord:
@@ -445,4 +469,4 @@ class _RequestRecord:
             get_logger().warning("request metrics failed")
 
 
-__all__ = ["Fallback", "Router", "model_selector", "routing_headers"]
+__all__ = ["Fallback", "Route", "Router", "model_selector"]

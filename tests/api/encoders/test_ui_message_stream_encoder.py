@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, get_args
 
 import pytest
+from chatcore.api.encoders.ui_message_stream import encode_ui_message_stream
 from chatcore.events import (
     ErrorEvent,
     Event,
@@ -19,8 +20,7 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.framing.sse import SSEDecoder, SSEEvent
-from chatcore.protocols.ui_message_stream import encode_ui_message_stream
+from chatcore.providers.decoders.sse import SSEDecoder, SSEEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -112,7 +112,7 @@ async def test_finish_reason_mapping(reason: FinishReason, wire: str, sse_data: 
 
 
 def test_every_internal_finish_reason_is_mapped_to_one_the_sdk_accepts() -> None:
-    from chatcore.protocols.ui_message_stream import _FINISH_REASONS
+    from chatcore.api.encoders.ui_message_stream import _FINISH_REASONS
 
     assert set(_FINISH_REASONS) == set(get_args(FinishReason))
     assert set(_FINISH_REASONS.values()) <= SDK_FINISH_REASONS

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from chatcore.protocols.coalesce import SLICE, coalesce_ready
+from chatcore.api.encoders.coalesce import SLICE, coalesce_ready
 
 
 async def burst(n: int) -> AsyncIterator[bytes]:

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from chatcore.streams import closing
+
 MAX_PENDING = 256  # chunks encoded ahead of the client; then the encoder waits for the writer
 SLICE = 64  # in a long burst, hand over to the writer every this many chunks
 
@@ -31,23 +33,20 @@ async def coalesce_ready(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
     async def produce() -> None:
         produced = 0
-        try:
-            async for chunk in chunks:
-                await queue.put(chunk)
-                produced += 1
-                # The first chunk is the time to first token: let the writer send it now, not after
-                # the whole burst (and the request's end-of-stream bookkeeping) has been encoded.
-                if produced == 1 or produced % SLICE == 0:
-                    await asyncio.sleep(0)
-        except Exception as exc:  # handed to the writer, raised there after the chunks before it
-            await queue.put(_End(exc))
-        else:
-            await queue.put(_End(None))
-        finally:
-            # Cancelled between chunks, the source sits at a `yield`: close it now, not at GC.
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        # Closed on every exit, cancellation included: the source's cleanup runs now, not at GC.
+        async with closing(chunks) as source:
+            try:
+                async for chunk in source:
+                    await queue.put(chunk)
+                    produced += 1
+                    # The first chunk is the time to first token: let the writer send it now, not after
+                    # the whole burst (and the request's end-of-stream bookkeeping) has been encoded.
+                    if produced == 1 or produced % SLICE == 0:
+                        await asyncio.sleep(0)
+            except Exception as exc:  # handed to the writer, raised there after the chunks before it
+                await queue.put(_End(exc))
+            else:
+                await queue.put(_End(None))
 
     producer = asyncio.create_task(produce())
     try:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from chatcore.api.encoders.wire_json import json_bytes
 from chatcore.events import ErrorEvent, Event, Finish, TextDelta
-from chatcore.protocols.wire_json import json_bytes
-from chatcore.streams import close_stream
+from chatcore.streams import closing
 
 HEADERS = {
     "content-type": "text/event-stream",
@@ -22,8 +22,8 @@ DONE = b"data: [DONE]\n\n"
 
 
 async def encode_sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
-    try:
-        async for event in events:
+    async with closing(events) as stream:
+        async for event in stream:
             if isinstance(event, TextDelta):
                 yield b"data: " + json_bytes({"content": event.text}) + b"\n\n"
             elif isinstance(event, Finish):
@@ -33,6 +33,3 @@ async def encode_sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
                 yield b"data: " + json_bytes({"error": event.message}) + b"\n\n" + DONE
                 return
         yield b"data: " + json_bytes({"error": "The response ended unexpectedly."}) + b"\n\n" + DONE
-    finally:
-        # Close the event source now, so its cleanup runs before the response ends.
-        await close_stream(events)

@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 from chatcore import errors
-from chatcore.messages import Message
-from chatcore.store.context_window import fit_prompt
-from chatcore.store.conversations import (
+from chatcore.conversations.store import (
     ConversationStore,
     StoredMessage,
     conversation_pk,
     decode_cursor,
     encode_cursor,
 )
+from chatcore.messages import Message
+from chatcore.prompt import fit_prompt
 from chatcore.tokens import estimate_messages_tokens
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from chatcore import errors
 from chatcore.messages import Message
-from chatcore.tokens import PER_MESSAGE_OVERHEAD, estimate_text_tokens
+from chatcore.tokens import DEFAULT_CHARS_PER_TOKEN, PER_MESSAGE_OVERHEAD, estimate_text_tokens
 
 SUMMARY_HEADING = "Summary of the earlier part of this conversation:"
 SAFETY_MARGIN = 0.05  # of the window, for the error of an estimate made without the real tokenizer
@@ -47,7 +47,7 @@ def with_summary(system: str | None, summary: str | None) -> str | None:
 
 
 def fit_prompt(messages: Sequence[Message], system: str | None, summary: str | None, context_window: int,
-               max_output_tokens: int, calibration: float = 4.0) -> FittedPrompt:
+               max_output_tokens: int, calibration: float = DEFAULT_CHARS_PER_TOKEN) -> FittedPrompt:
     """Build the prompt for a deployment with `context_window` tokens that must leave room for
     `max_output_tokens`; `calibration` is the conversation's characters per token.
 
@@ -57,7 +57,7 @@ def fit_prompt(messages: Sequence[Message], system: str | None, summary: str | N
     when even the system prompt and the newest message alone do not fit: a shorter prompt would not
     serve, and a deployment with a larger window might.
     """
-    chars_per_token = calibration if calibration > 0 else 4.0
+    chars_per_token = calibration if calibration > 0 else DEFAULT_CHARS_PER_TOKEN
     budget = int(context_window * (1 - SAFETY_MARGIN)) - max_output_tokens
     usable = [m for m in messages if m.content]
     if not usable:

@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from chatcore.conversations.store import ConversationStore, StoredMessage
 from chatcore.events import Finish, ProviderEvent, TextDelta, Usage, UsageReport
 from chatcore.messages import ModelRequest
 from chatcore.providers.base import ProbeResult
-from chatcore.store.conversations import ConversationStore, StoredMessage
 
 
 class RecordingProvider:

@@ -14,13 +14,14 @@ import pytest
 from chatcore import errors
 from chatcore.api.app import Components, create_app
 from chatcore.auth import Principal
+from chatcore.conversations.memory import DynamoMemory
+from chatcore.conversations.store import ConversationStore
+from chatcore.conversations.summarizer import ConversationSummarizer, SummaryTrigger
 from chatcore.limits import NoLimits
 from chatcore.providers import ProviderRegistry
 from chatcore.providers.base import Provider
+from chatcore.routing.router import Router
 from chatcore.settings import Settings
-from chatcore.store.conversations import ConversationStore
-from chatcore.store.memory import DynamoMemory
-from chatcore.store.summarizer import ConversationSummarizer, SummaryTrigger
 from starlette.requests import HTTPConnection
 
 from devtools.template_tables import create_tables
@@ -101,7 +102,7 @@ def stored_app_server(serve_asgi: Callable[..., str], dynamodb: Any,
         settings = store_settings(**overrides)
         registry = ProviderRegistry(settings, overrides=providers)
         conversation_store = ConversationStore(settings, client=dynamodb)
-        trigger = SummaryTrigger(settings, ConversationSummarizer(settings, conversation_store, registry))
+        trigger = SummaryTrigger(settings, ConversationSummarizer(settings, conversation_store, Router(settings, registry)))
         memory = DynamoMemory(settings, conversation_store, trigger)
         components = Components(settings=settings, providers=registry, authenticator=HeaderAuthenticator(),
                                 limiter=NoLimits(), memory=memory, conversations=conversation_store)

@@ -5,24 +5,19 @@ The health function probes every configured deployment with its provider's cheap
 the key, which all of a provider's deployments share. Results are stored as `HEALTH#<deployment>`
 items; a provider found down opens its deployments' circuits (`BREAKER#<deployment>`), which every
 chat instance honours within its breaker cache TTL. `GET /health` answers from stored data and
-calls providers only with `?probe=true` and the `HEALTH_PROBE_TOKEN` bearer token.
+calls providers only with `?probe=true` and the `HEALTH_PROBE_TOKEN` bearer token (see
+`chatcore.api.health_routes`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-
-from chatcore import errors
-from chatcore.api.errors import install_error_handlers
 from chatcore.dynamodb import client_for
 from chatcore.observability import emit_metrics, get_logger
 from chatcore.providers.base import ProbeResult
@@ -134,9 +129,7 @@ class HealthService:
 
     def deployments(self) -> list[Deployment]:
         """Configured deployments; the mock stand-ins only when no real provider is configured."""
-        configured = [d for d in self.router.registry.deployments.values() if self.router.is_configured(d.provider)]
-        real = [d for d in configured if not d.stand_in]
-        return real or configured
+        return self.router.deployments()
 
     async def _probe_provider(self, name: str, timeout: float) -> ProbeResult:
         started = time.perf_counter()
@@ -211,31 +204,3 @@ class HealthService:
             overall = "degraded"
         return overall, {"status": overall, "checkedAt": _iso(now), "providers": providers,
                          "deployments": detail}
-
-
-def check_probe_token(settings: Settings, authorization: str | None) -> None:
-    """Live probing needs `Authorization: Bearer <HEALTH_PROBE_TOKEN>`; without a token set it is off."""
-    if not settings.health_probe_token:
-        raise errors.ForbiddenError("Live probing is disabled: set HEALTH_PROBE_TOKEN to enable ?probe=true.")
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                              settings.health_probe_token.encode()):
-        raise errors.UnauthorizedError("?probe=true needs a valid bearer token.")
-
-
-def create_health_app(service: HealthService) -> FastAPI:
-    """The buffered `GET /health` app (served through Mangum by the health function)."""
-    app = FastAPI(title="Chat backend health", docs_url=None, redoc_url=None, openapi_url=None)
-    install_error_handlers(app)
-
-    @app.get("/health")
-    async def health(request: Request, probe: bool = False) -> JSONResponse:
-        """Healthy, degraded or down, per provider and deployment, with breaker states."""
-        if probe:
-            check_probe_token(service.router.settings, request.headers.get("authorization"))
-            await service.probe()
-        overall, body = await service.report()
-        return JSONResponse(body, status_code=503 if overall == "down" else 200,
-                            headers={"cache-control": "no-store"})
-
-    return app

@@ -36,7 +36,7 @@ from typing import Any, Literal
 from chatcore import errors
 from chatcore.dynamodb import client_for
 from chatcore.settings import Settings
-from chatcore.tokens import PER_MESSAGE_OVERHEAD
+from chatcore.tokens import DEFAULT_CHARS_PER_TOKEN, PER_MESSAGE_OVERHEAD
 
 MessageRole = Literal["user", "assistant"]
 MessageStatus = Literal["complete", "error", "truncated", "aborted"]
@@ -47,7 +47,6 @@ ID_PREFIX = "I#"
 CONVERSATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MESSAGE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 MAX_TITLE_CHARS = 200
-DEFAULT_CHARS_PER_TOKEN = 4.0
 CHARS_PER_TOKEN_RANGE = (1.5, 6.0)  # outside this a sample is more likely noise than a tokenizer
 CALIBRATION_MIN_TOKENS = 50  # below this the ratio is too noisy to use
 _APPEND_ATTEMPTS = 8

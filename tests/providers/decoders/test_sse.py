@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatcore.framing.sse import RawLine, SSEDecoder, SSEEvent
+from chatcore.providers.decoders.sse import RawLine, SSEDecoder, SSEEvent
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

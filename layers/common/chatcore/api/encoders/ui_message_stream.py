@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from chatcore.api.encoders.wire_json import json_bytes
 from chatcore.events import (
     ErrorEvent,
     Event,
@@ -20,8 +21,7 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.protocols.wire_json import json_bytes
-from chatcore.streams import close_stream
+from chatcore.streams import closing
 
 HEADERS = {
     "content-type": "text/event-stream",
@@ -85,8 +85,8 @@ async def encode_ui_message_stream(events: AsyncIterator[Event]) -> AsyncIterato
         open_part = None
         return _chunk({"type": f"{kind}-end", "id": part_id})
 
-    try:
-        async for event in events:
+    async with closing(events) as stream:
+        async for event in stream:
             if isinstance(event, TextDelta | ReasoningDelta):
                 kind = "text" if isinstance(event, TextDelta) else "reasoning"
                 head, pending = pending, b""
@@ -120,6 +120,3 @@ async def encode_ui_message_stream(events: AsyncIterator[Event]) -> AsyncIterato
                 return
         # The event source ended without Finish or ErrorEvent: say so rather than end silently.
         yield pending + _chunk({"type": "error", "errorText": "The response ended unexpectedly."}) + DONE
-    finally:
-        # Close the event source now, so its cleanup runs before the response ends.
-        await close_stream(events)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from chatcore import errors
 from chatcore.messages import Message
-from chatcore.store.context_window import SUMMARY_HEADING, fit_prompt
+from chatcore.prompt import SUMMARY_HEADING, fit_prompt
 from chatcore.tokens import estimate_messages_tokens
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from chatcore.store.conversations import ConversationStore, StoredMessage
+from chatcore.conversations.store import ConversationStore, StoredMessage
 
 
 def api(base: str, user: str, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -1,33 +1,24 @@
-"""`DynamoMemory`: the chat endpoint's memory backed by `ConversationStore`.
+"""Conversation memory as the chat service sees it: load a turn's history, record its answer.
 
-The server's stored history is the source of truth: of the request only the last user message is
-used (appended, idempotently by its id). The history read and the user message write are
-independent, so they run concurrently: one round trip of latency before the model is called.
+`StatelessMemory` trusts the client's messages (no storage). `DynamoMemory` keeps the server's
+history as the source of truth: of the request only the last user message is used (appended,
+idempotently by its id). The history read runs while the limits are checked; the user message is
+written while the model is called, and must be stored before the first event reaches the client.
 The assistant message is stored in every outcome, before the terminal event reaches the client
-when the stream ends normally or with an error, and from the generator's cleanup (shielded from
-cancellation) when the client goes away.
+when the stream ends normally or with an error, and from the generator's cleanup (run to its end
+as background work) when the client goes away.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from chatcore import errors
-from chatcore.api.schemas import ChatRequestBody, UIMessage
-from chatcore.auth import Principal
-from chatcore.events import ErrorEvent, Event, Finish, ReasoningDelta, Start, TextDelta, Usage, UsageReport
-from chatcore.memory import MemoryTurn, StatelessMemory, new_message_id
-from chatcore.messages import Message
-from chatcore.observability import emit_metrics, get_logger
-from chatcore.settings import Settings
-from chatcore.store.conversations import (
+from chatcore import background, errors
+from chatcore.conversations.store import (
     MESSAGE_ID,
-    AppendResult,
     ConversationStore,
     MessageStatus,
     RecentHistory,
@@ -36,10 +27,57 @@ from chatcore.store.conversations import (
     message_bytes,
     validate_conversation_id,
 )
-from chatcore.store.summarizer import SummaryTrigger
+from chatcore.conversations.summarizer import SummaryTrigger
+from chatcore.events import ErrorEvent, Event, Finish, ReasoningDelta, Start, TextDelta, Usage, UsageReport
+from chatcore.messages import ChatMessage, ChatRequest, Message, new_message_id
+from chatcore.observability import emit_metrics, get_logger
+from chatcore.settings import Settings
+from chatcore.tokens import DEFAULT_CHARS_PER_TOKEN
+
+
+class MemoryTurn(Protocol):
+    """One turn's view of the conversation: the prompt's messages, and how to record the answer."""
+
+    conversation_id: str | None
+    messages: tuple[Message, ...]
+    summary: str | None
+    message_id: str
+    chars_per_token: float  # the conversation's calibrated ratio, for `chatcore.prompt.fit_prompt`
+
+    def record(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        """Pass events through, storing what the request adds and the assistant message in every outcome."""
+        ...
+
+
+class Memory(Protocol):
+    async def begin(self, user_id: str, request: ChatRequest, system: str | None) -> MemoryTurn:
+        """Read what the turn needs (nothing is written yet). `system` is the turn's system prompt."""
+        ...
+
+
+@dataclass
+class StatelessTurn:
+    conversation_id: str | None
+    messages: tuple[Message, ...]
+    summary: str | None = None
+    message_id: str = field(default_factory=new_message_id)
+    chars_per_token: float = DEFAULT_CHARS_PER_TOKEN
+
+    def record(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        return events
+
+
+class StatelessMemory:
+    """No storage: the conversation is whatever the client sent."""
+
+    async def begin(self, user_id: str, request: ChatRequest, system: str | None) -> MemoryTurn:
+        messages = request.conversation()
+        if not any(m.role == "user" for m in messages):
+            raise errors.RequestError("The request has no user message.")
+        return StatelessTurn(conversation_id=request.conversation_id, messages=messages)
+
 
 TITLE_CHARS = 80
-_pending_writes: set[asyncio.Task[Any]] = set()  # writes that outlive a cancelled stream
 
 
 def title_from(text: str) -> str:
@@ -51,19 +89,9 @@ def title_from(text: str) -> str:
     return cut + "…"
 
 
-def _ui_parts(message: UIMessage) -> list[dict[str, Any]] | None:
-    """The message's parts worth storing apart from its text (None when they are only text)."""
-    if message.parts is None:
-        return None
-    parts = [part.model_dump(exclude_none=True) for part in message.parts]
-    if all(part.get("type") == "text" and set(part) <= {"type", "text", "state"} for part in parts):
-        return None
-    return parts
-
-
 @dataclass
 class StoredTurn:
-    """One chat turn against a stored conversation (implements `chatcore.memory.MemoryTurn`)."""
+    """One chat turn against a stored conversation (implements `MemoryTurn`)."""
 
     memory: DynamoMemory
     user_id: str
@@ -71,17 +99,23 @@ class StoredTurn:
     messages: tuple[Message, ...]
     summary: str | None
     chars_per_token: float
+    new_user: StoredMessage | None = None  # the request's user message, when not stored yet
     replaces: tuple[StoredMessage, ...] = ()
     prompt_chars: int = 0
     unsummarized_chars: int = 0
     message_id: str = field(default_factory=new_message_id)
 
     async def record(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
-        """Pass the events through and store the assistant message, whatever happens."""
+        """Store the user message while the model is called; pass the events through and store the
+        assistant message, whatever happens."""
+        saving: asyncio.Task[Any] | None = background.spawn(self._save_user()) if self.new_user else None
         answer = _AnswerRecorder()
         stored = False
         try:
             async for event in events:
+                if saving is not None:  # nothing reaches the client before its message is stored
+                    await _settled(saving)
+                    saving = None
                 answer.add(event)
                 if isinstance(event, Finish | ErrorEvent):
                     # Stored before the client sees the end: after it, Lambda may freeze the process.
@@ -89,18 +123,29 @@ class StoredTurn:
                     stored = True
                 yield event
         except (GeneratorExit, asyncio.CancelledError):
-            if not stored:
+            if not stored and saving is None:
                 stored = True
-                await _shielded(self._store(answer, "aborted"))
+                await background.finish(self._store(answer, "aborted"))
             raise
+        except errors.StorageUnavailableError:
+            raise  # the user message could not be stored: the turn did not happen
         except BaseException as exc:
-            if not stored:
+            if not stored and await _saved(saving):
                 stored = True
                 answer.error_code = getattr(exc, "code", "internal_error")
-                await _shielded(self._store(answer, "error"))
+                await background.finish(self._store(answer, "error"))
             raise
         if not stored:  # the source ended without Finish or ErrorEvent: say it was cut short
             await self._store(answer, "truncated")
+
+    async def _save_user(self) -> None:
+        assert self.new_user is not None and self.conversation_id is not None
+        try:
+            await asyncio.to_thread(self.memory.store.append_message, self.user_id, self.conversation_id,
+                                    self.new_user, title=title_from(self.new_user.text))
+        except Exception as exc:
+            raise errors.StorageUnavailableError("The conversation could not be saved; try again shortly.",
+                                                 retry_after=1) from exc
 
     async def _store(self, answer: _AnswerRecorder, status: MessageStatus) -> None:
         try:
@@ -113,13 +158,20 @@ class StoredTurn:
             emit_metrics("chat", {}, {"MessageStoreFailures": (1, "Count")})
 
 
-async def _shielded(write: Any) -> None:
-    """Run a write to its end even if the awaiting task is cancelled (again) meanwhile."""
-    task = asyncio.ensure_future(write)
-    _pending_writes.add(task)
-    task.add_done_callback(_pending_writes.discard)
-    with contextlib.suppress(asyncio.CancelledError):  # the task carries on; the caller re-raises its own
-        await asyncio.shield(task)
+async def _settled(saving: Awaitable[Any]) -> None:
+    """Wait for the user message's write; its failure is the turn's failure."""
+    await saving
+
+
+async def _saved(saving: asyncio.Task[Any] | None) -> bool:
+    """Whether the user message is stored (waiting for its write if it still runs)."""
+    if saving is None:
+        return True
+    try:
+        await asyncio.shield(saving)
+    except Exception:
+        return False
+    return True
 
 
 class _AnswerRecorder:
@@ -176,7 +228,7 @@ class _AnswerRecorder:
 
 
 class DynamoMemory:
-    """Conversation memory in DynamoDB (implements `chatcore.memory.Memory`)."""
+    """Conversation memory in DynamoDB (implements `Memory`)."""
 
     def __init__(self, settings: Settings, store: ConversationStore, trigger: SummaryTrigger | None = None) -> None:
         self.settings = settings
@@ -184,70 +236,59 @@ class DynamoMemory:
         self.trigger = trigger
         self._stateless = StatelessMemory()
 
-    async def begin(self, principal: Principal, body: ChatRequestBody, system_allowed: bool) -> MemoryTurn:
-        """Load the stored history and append the request's last user message, concurrently.
+    async def begin(self, user_id: str, request: ChatRequest, system: str | None) -> MemoryTurn:
+        """Load the stored history; the request's new user message is written later, by `record`.
 
-        Without a conversation `id` nothing is stored and the client's messages are used as sent.
+        Without a conversation id nothing is stored and the client's messages are used as sent.
         """
-        if body.id is None:
-            return await self._stateless.begin(principal, body, system_allowed)
-        conversation_id = validate_conversation_id(body.id)
-        user_id = principal.user_id
-        last = body.messages[-1]
-        new_user: StoredMessage | None = None
-        write: Any = None
-        if last.role == "user":
-            new_user = self._user_message(last)
-            write = asyncio.to_thread(self.store.append_message, user_id, conversation_id, new_user,
-                                      title=title_from(new_user.text))
-        read = asyncio.to_thread(self.store.load_recent, user_id, conversation_id)
-        if write is not None:
-            history, appended = await asyncio.gather(read, write)
-        else:
-            history, appended = await read, None
-        return self._turn(user_id, conversation_id, history, new_user, appended, system_allowed, body)
+        if request.conversation_id is None:
+            return await self._stateless.begin(user_id, request, system)
+        conversation_id = validate_conversation_id(request.conversation_id)
+        last = request.messages[-1]
+        incoming = self._user_message(last) if last.role == "user" else None
+        history = await asyncio.to_thread(self.store.load_recent, user_id, conversation_id)
+        return self._turn(user_id, conversation_id, history, incoming, request, system)
 
-    def _user_message(self, message: UIMessage) -> StoredMessage:
-        text = message.text()
-        parts = _ui_parts(message)
-        size = message_bytes(text, parts)
+    def _user_message(self, message: ChatMessage) -> StoredMessage:
+        parts = list(message.parts) if message.parts is not None else None
+        size = message_bytes(message.text, parts)
         if size > self.settings.max_stored_message_bytes:
             raise errors.PayloadTooLargeError(
                 f"The message is {size} bytes; at most {self.settings.max_stored_message_bytes} can be stored.")
         message_id = message.id if message.id and MESSAGE_ID.match(message.id) else None
         if message.id and message_id is None:
             raise errors.RequestError("A message id is 1-200 characters of letters, digits, '.', '_', ':' or '-'.")
-        return StoredMessage(id=message_id or f"msg_{uuid.uuid4().hex}", role="user", text=text, parts=parts)
+        return StoredMessage(id=message_id or new_message_id(), role="user", text=message.text, parts=parts)
 
-    def _turn(self, user_id: str, conversation_id: str, history: RecentHistory, new_user: StoredMessage | None,
-              appended: AppendResult | None, system_allowed: bool, body: ChatRequestBody) -> StoredTurn:
+    def _turn(self, user_id: str, conversation_id: str, history: RecentHistory, incoming: StoredMessage | None,
+              request: ChatRequest, system: str | None) -> StoredTurn:
         stored = history.messages
         replaces: list[StoredMessage] = []
-        if new_user is not None:
-            index = next((i for i, m in enumerate(stored) if m.id == new_user.id), None)
+        new_user: StoredMessage | None = None
+        if incoming is not None:
+            index = next((i for i, m in enumerate(stored) if m.id == incoming.id), None)
             if index is None:
-                stored = [*stored, appended.message if appended else new_user]
+                new_user = incoming
+                stored = [*stored, incoming]
             else:
                 # Already stored (a retry or a regenerate): answer it again, replacing the answer after it.
                 after = stored[index + 1:]
                 replaces = [m for m in after[:next((i for i, m in enumerate(after) if m.role == "user"), len(after))]]
                 stored = stored[:index + 1]
-        elif body.trigger == "regenerate-message":
+        elif request.trigger == "regenerate-message":
             while stored and stored[-1].role == "assistant":
                 replaces.append(stored.pop())
         if not any(m.role == "user" for m in stored):
             raise errors.RequestError("The request has no user message.")
         messages = tuple(Message(role=m.role, content=m.text) for m in stored if m.text)
         meta = history.meta
-        system_chars = len(self.settings.system_prompt or "")
-        if system_allowed:
-            system_chars += sum(len(m.text()) for m in body.messages if m.role == "system") + len(body.system or "")
         summary = meta.summary if meta else None
         text_chars = sum(len(m.content) for m in messages)
         return StoredTurn(
             memory=self, user_id=user_id, conversation_id=conversation_id, messages=messages, summary=summary,
-            chars_per_token=meta.chars_per_token if meta else 4.0, replaces=tuple(replaces),
-            prompt_chars=text_chars + system_chars + len(summary or ""), unsummarized_chars=text_chars,
+            chars_per_token=meta.chars_per_token if meta else DEFAULT_CHARS_PER_TOKEN, new_user=new_user,
+            replaces=tuple(replaces), prompt_chars=text_chars + len(system or "") + len(summary or ""),
+            unsummarized_chars=text_chars,
         )
 
     async def store_answer(self, turn: StoredTurn, message: StoredMessage, usage: Usage | None) -> None:

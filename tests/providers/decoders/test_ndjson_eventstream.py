@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from botocore.eventstream import ChecksumMismatch
-from chatcore.framing.eventstream import EventStreamDecoder
-from chatcore.framing.ndjson import NDJSONDecoder
+from chatcore.providers.decoders.eventstream import EventStreamDecoder
+from chatcore.providers.decoders.ndjson import NDJSONDecoder
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "providers"
+FIXTURES = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "providers"
 
 
 def test_ndjson_split_anywhere() -> None:

@@ -10,13 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+from chatcore.conversations.store import ConversationStore, StoredMessage
+from chatcore.conversations.summarizer import ConversationSummarizer
 from chatcore.events import Finish, ProviderEvent, TextDelta
 from chatcore.messages import ModelRequest
+from chatcore.prompt import SUMMARY_HEADING
 from chatcore.providers import ProviderRegistry
 from chatcore.providers.base import ProbeResult
-from chatcore.store.context_window import SUMMARY_HEADING
-from chatcore.store.conversations import ConversationStore, StoredMessage
-from chatcore.store.summarizer import ConversationSummarizer
+from chatcore.routing.router import Router
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,7 +89,7 @@ async def test_two_racing_summarizations_leave_one_consistent_summary(store: Con
                 loop.call_soon_threadsafe(provider.first_written.set)
 
     signalling = SignallingStore(settings, client=store.client)
-    runs = [ConversationSummarizer(settings, signalling, registry) for _ in range(2)]
+    runs = [ConversationSummarizer(settings, signalling, Router(settings, registry)) for _ in range(2)]
     results = await asyncio.gather(*(run.summarize(user, "race") for run in runs))
 
     assert sorted(r.outcome for r in results) == ["raced", "written"]
@@ -99,7 +100,7 @@ async def test_two_racing_summarizations_leave_one_consistent_summary(store: Con
     assert winner.covered_messages == 6 and "message 0" in provider.prompts[0] and "message 6" not in provider.prompts[0]
 
     # The next run extends the summary with nothing new (the newest 4 stay verbatim).
-    again = await ConversationSummarizer(settings, store, registry).summarize(user, "race")
+    again = await ConversationSummarizer(settings, store, Router(settings, registry)).summarize(user, "race")
     assert again.outcome == "up_to_date"
     # The chat read now starts after the summary.
     history = store.load_recent(user, "race")

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from chatcore.api.encoders.sse import encode_sse
 from chatcore.events import (
     ErrorEvent,
     Event,
@@ -17,8 +18,7 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.framing.sse import SSEDecoder, SSEEvent
-from chatcore.protocols.sse import encode_sse
+from chatcore.providers.decoders.sse import SSEDecoder, SSEEvent
 
 START = Start(message_id="msg_1", provider="mock", model="echo")
 

@@ -10,20 +10,21 @@ one is still the one it extended (`ConversationStore.write_summary`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from chatcore import errors
-from chatcore.events import Finish, TextDelta, Usage, UsageReport
-from chatcore.messages import Message, ModelRequest
+from chatcore import background, errors
+from chatcore.conversations.store import ConversationStore, StoredMessage, validate_conversation_id
+from chatcore.events import ErrorEvent, Event, Finish, TextDelta, Usage, UsageReport
+from chatcore.messages import Message
 from chatcore.observability import emit_metrics, get_logger
-from chatcore.providers import ProviderRegistry, split_model
-from chatcore.providers.base import Provider
+from chatcore.routing.router import Router
+from chatcore.routing.turn import ChatTurn
 from chatcore.settings import Settings
-from chatcore.store.conversations import ConversationStore, StoredMessage, validate_conversation_id
 
 SummaryOutcome = Literal["written", "up_to_date", "raced", "missing"]
 
@@ -38,15 +39,21 @@ SUMMARY_INSTRUCTIONS = (
 )
 
 
-async def collect_text(provider: Provider, request: ModelRequest) -> tuple[str, Usage | None]:
-    """Run a streamed call to its end and return its text and usage (for non-interactive calls)."""
+async def collect_text(events: AsyncIterator[Event]) -> tuple[str, Usage | None]:
+    """Run a routed turn to its end and return its text and usage (for non-interactive calls).
+
+    An answer that fails after its first token raises, like one that fails before it.
+    """
     parts: list[str] = []
     usage: Usage | None = None
-    async for event in provider.stream(request):
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-        elif isinstance(event, UsageReport | Finish) and event.usage is not None:
-            usage = event.usage
+    async with contextlib.aclosing(events) as stream:  # type: ignore[type-var]
+        async for event in stream:
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            elif isinstance(event, UsageReport | Finish) and event.usage is not None:
+                usage = event.usage
+            elif isinstance(event, ErrorEvent):
+                raise errors.ServiceUnavailableError(f"The model failed: {event.message}")
     return "".join(parts), usage
 
 
@@ -69,10 +76,10 @@ class SummaryResult:
 class ConversationSummarizer:
     """Extends a conversation's summary with the messages after it, leaving the newest ones verbatim."""
 
-    def __init__(self, settings: Settings, store: ConversationStore, providers: ProviderRegistry) -> None:
+    def __init__(self, settings: Settings, store: ConversationStore, router: Router) -> None:
         self.settings = settings
         self.store = store
-        self.providers = providers
+        self.router = router
 
     async def summarize(self, user_id: str, conversation_id: str) -> SummaryResult:
         meta = await asyncio.to_thread(self.store.get_meta, user_id, conversation_id)
@@ -91,27 +98,30 @@ class ConversationSummarizer:
             chars += len(message.text)
         if not selected:
             return SummaryResult("up_to_date")
-        text = await self._generate(meta.summary, selected)
+        text = await self._generate(meta.summary, selected, user_id, conversation_id)
         through = selected[-1].position
         written = await asyncio.to_thread(self.store.write_summary, user_id, conversation_id, text, through,
                                           meta.summary_through)
         return SummaryResult("written" if written else "raced", len(selected), through)
 
-    async def _generate(self, previous: str | None, messages: list[StoredMessage]) -> str:
-        provider_name, model = split_model(self.settings.summary_model)
-        request = ModelRequest(
-            model=model,
+    async def _generate(self, previous: str | None, messages: list[StoredMessage], user_id: str,
+                        conversation_id: str) -> str:
+        """The summary text, from `SUMMARY_MODEL` through the router (aliases, fallback, breaker, cost)."""
+        turn = ChatTurn(
+            model=self.settings.summary_model,
             system=SUMMARY_INSTRUCTIONS,
             messages=(Message(role="user", content=summary_prompt(previous, messages)),),
             temperature=0.2,
             max_output_tokens=SUMMARY_OUTPUT_TOKENS,
+            user_id=user_id,
+            conversation_id=conversation_id,
+            deadline_s=SUMMARY_TIMEOUT_S,
         )
         async with asyncio.timeout(SUMMARY_TIMEOUT_S):
-            text, _ = await collect_text(self.providers.get(provider_name), request)
+            text, _ = await collect_text(self.router.stream(turn))
         text = text.strip()[:MAX_SUMMARY_CHARS]
         if not text:
-            raise errors.TruncatedStreamError("The summary model returned no text.", provider=provider_name,
-                                              model=model)
+            raise errors.TruncatedStreamError("The summary model returned no text.")
         return text
 
 
@@ -119,7 +129,6 @@ class ConversationSummarizer:
 
 _lambda_clients: dict[str, Any] = {}
 _lambda_lock = threading.Lock()
-_background: set[asyncio.Task[Any]] = set()  # strong references, so running tasks are not collected
 
 
 def _lambda_client(region: str) -> Any:
@@ -143,9 +152,7 @@ class SummaryTrigger:
             if self.settings.summarize_function_name:
                 await asyncio.to_thread(self._invoke, user_id, conversation_id)
             else:
-                task = asyncio.create_task(self._run_here(user_id, conversation_id))
-                _background.add(task)
-                task.add_done_callback(_background.discard)
+                background.spawn(self._run_here(user_id, conversation_id), drained=False)
         except Exception as exc:
             get_logger().warning("summarization not started", extra={"error": type(exc).__name__})
 
@@ -159,12 +166,6 @@ class SummaryTrigger:
             await self.summarizer.summarize(user_id, conversation_id)
         except Exception as exc:
             get_logger().warning("local summarization failed", extra={"error": type(exc).__name__})
-
-
-async def wait_for_background_summaries() -> None:
-    """Wait for in-process summarizations (tests and local tools)."""
-    while _background:
-        await asyncio.gather(*list(_background), return_exceptions=True)
 
 
 # --- the summarize function's handler -----------------------------------------------------------

@@ -1,0 +1,67 @@
+"""The chat endpoints: `POST /api/chat` (AI SDK UI message stream), `POST /api/chat/sse` (plain SSE),
+and `GET /api/chat/{id}/stream` (resume). Each parses, authenticates, calls the chat service and
+picks an encoder; the turn itself is `chatcore.service.chat`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from chatcore import background
+from chatcore.api.encoders import sse, ui_message_stream
+from chatcore.api.encoders.coalesce import coalesce_ready
+from chatcore.api.lambda_context import lambda_deadline_s, request_id
+from chatcore.api.schemas import ChatRequestBody, to_chat_request
+from chatcore.events import Event
+from chatcore.streams import closing
+
+Encoder = Callable[[AsyncIterator[Event]], AsyncIterator[bytes]]
+
+# How long the end of a response waits for work that must not be frozen with the process.
+DRAIN_TIMEOUT_S = 10.0
+
+router = APIRouter(tags=["chat"])
+
+
+async def _body(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The response body: the encoded chunks, then (before the response completes, after which
+    Lambda may freeze the process) the background work they left behind."""
+    async with closing(chunks) as source:
+        async for chunk in source:
+            yield chunk
+    await background.drain(DRAIN_TIMEOUT_S)
+
+
+async def respond(request: Request, body: ChatRequestBody, encode: Encoder,
+                  headers: dict[str, str]) -> StreamingResponse:
+    """Answer one chat request in the protocol `encode` speaks."""
+    parts = request.app.state.components
+    rid = request_id(request)
+    principal = await parts.authenticator.authenticate(request)
+    answer = await request.app.state.chat.stream(principal, to_chat_request(body), request_id=rid,
+                                                 deadline_s=lambda_deadline_s(request))
+    # Tokens that arrive together leave in one write (see encoders/coalesce.py).
+    return StreamingResponse(_body(coalesce_ready(encode(answer.events))),
+                             headers={**headers, **answer.headers, "x-request-id": rid})
+
+
+@router.post("/api/chat")
+async def chat(request: Request, body: ChatRequestBody) -> StreamingResponse:
+    """Stream the answer in the AI SDK UI message stream protocol (what `useChat` reads)."""
+    return await respond(request, body, ui_message_stream.encode_ui_message_stream, ui_message_stream.HEADERS)
+
+
+@router.post("/api/chat/sse")
+async def chat_sse(request: Request, body: ChatRequestBody) -> StreamingResponse:
+    """Stream the answer as classic SSE: `{"content"}` per delta, `{"error"}`, then `[DONE]`."""
+    return await respond(request, body, sse.encode_sse, sse.HEADERS)
+
+
+@router.get("/api/chat/{chat_id}/stream")
+async def resume(chat_id: str) -> Response:
+    """`useChat({resume: true})` asks to resume an interrupted stream on mount. Streams are not
+    resumable here (a Lambda stream dies with its invocation; the stored history has the answer),
+    so the answer is always 204: nothing to resume, and the client stays ready without an error."""
+    return Response(status_code=204)

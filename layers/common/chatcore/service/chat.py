@@ -1,0 +1,116 @@
+"""The chat service: one chat turn, from a verified caller and a domain request to typed events.
+
+Every entry point (the AI SDK endpoint, plain SSE, the OpenAI-compatible API) parses its own wire
+format into a `ChatRequest`, authenticates the caller and hands both here; what comes back is the
+one internal event stream plus the response headers it implies, for the entry point to encode.
+
+A turn: bound the request, build the system prompt, resolve the model (400 for an unknown one,
+before anything is stored or charged), admit it against the caller's limits while the
+conversation's history is read, then stream the routed answer through the memory (which stores the
+user message while the model is called and the answer in every outcome) and the limits'
+settlement. Failures before the first event are raised (the entry point answers them as HTTP
+errors); after it they are `ErrorEvent`s, so a stream never ends silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from chatcore import errors
+from chatcore.conversations.memory import Memory, StatelessMemory
+from chatcore.events import Event, Start
+from chatcore.limits import Limiter, NoLimits
+from chatcore.messages import ChatRequest
+from chatcore.principal import Principal
+from chatcore.routing.router import Router
+from chatcore.routing.turn import ChatTurn
+from chatcore.settings import Settings
+from chatcore.streams import primed
+from chatcore.tokens import estimate_messages_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResponse:
+    """A started answer: its events (the first one already received) and its response headers."""
+
+    events: AsyncIterator[Event]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def check_request_bounds(request: ChatRequest, settings: Settings) -> None:
+    """Enforce `MAX_MESSAGES` (400) and `MAX_MESSAGE_CHARS` (413)."""
+    if len(request.messages) > settings.max_messages:
+        raise errors.RequestError(f"Too many messages: {len(request.messages)} (at most {settings.max_messages}).")
+    for index, message in enumerate(request.messages):
+        if len(message.text) > settings.max_message_chars:
+            raise errors.PayloadTooLargeError(
+                f"Message {index} is longer than {settings.max_message_chars} characters.")
+    if request.system is not None and len(request.system) > settings.max_message_chars:
+        raise errors.PayloadTooLargeError(f"The system prompt is longer than {settings.max_message_chars} characters.")
+
+
+def system_prompt(request: ChatRequest, settings: Settings) -> str | None:
+    """The operator's system prompt, plus the client's only where the operator allows it."""
+    client = request.client_system_prompts()
+    if client and not settings.allow_client_system_prompt:
+        raise errors.RequestError("A client-supplied system prompt is not allowed.")
+    parts = [p for p in (settings.system_prompt, *client) if p]
+    return "\n\n".join(parts) or None
+
+
+def routing_headers(first: Event) -> dict[str, str]:
+    """Response headers known when the stream starts: who answers, and who failed before."""
+    if not isinstance(first, Start):
+        return {}
+    headers = {"x-chat-deployment": first.deployment or f"{first.provider}/{first.model}"}
+    if first.fallbacks:
+        headers["x-chat-fallbacks"] = ",".join(first.fallbacks)
+    return headers
+
+
+class ChatService:
+    """Answers chat turns: limits, memory, routing, recording and settlement, for every entry point."""
+
+    def __init__(self, settings: Settings, router: Router, *, memory: Memory | None = None,
+                 limiter: Limiter | None = None) -> None:
+        self.settings = settings
+        self.router = router
+        self.memory: Memory = memory or StatelessMemory()
+        self.limiter: Limiter = limiter or NoLimits()
+
+    async def stream(self, principal: Principal, request: ChatRequest, *, request_id: str | None = None,
+                     deadline_s: float | None = None) -> ChatResponse:
+        """Start answering `request` for `principal`; raises `ChatError` for anything before the first event."""
+        settings = self.settings
+        check_request_bounds(request, settings)
+        system = system_prompt(request, settings)
+        max_output = min(request.max_output_tokens or settings.max_output_tokens, settings.max_output_tokens)
+        draft = ChatTurn(model=request.model, complexity=request.complexity, provider=request.provider,
+                         messages=(), max_output_tokens=max_output)
+        route = self.router.route(draft)  # an unknown model is refused before anything is stored or charged
+        estimate = estimate_messages_tokens(request.conversation(), system) + max_output
+        # The limit check and the history read are independent: overlap their round trips.
+        admitted, loaded = await asyncio.gather(
+            self.limiter.admit(principal, estimate),
+            self.memory.begin(principal.user_id, request, system),
+            return_exceptions=True,
+        )
+        if isinstance(admitted, BaseException) or isinstance(loaded, BaseException):
+            if not isinstance(admitted, BaseException):
+                await admitted.release()
+            raise admitted if isinstance(admitted, BaseException) else loaded  # type: ignore[misc]
+        turn = ChatTurn(
+            model=request.model, complexity=request.complexity, provider=request.provider,
+            messages=loaded.messages, system=system, summary=loaded.summary,
+            chars_per_token=loaded.chars_per_token, temperature=request.temperature, max_output_tokens=max_output,
+            message_id=loaded.message_id, conversation_id=loaded.conversation_id, user_id=principal.user_id,
+            request_id=request_id, deadline_s=deadline_s, provider_options=request.provider_options,
+        )
+        try:
+            first, events = await primed(admitted.settle(loaded.record(self.router.stream(turn, route))))
+        except BaseException:
+            await admitted.release()
+            raise
+        return ChatResponse(events=events, headers={**admitted.headers, **routing_headers(first)})
