@@ -61,8 +61,9 @@ apikey: setup ## Manage API keys: make apikey ARGS="create --owner alice --tier 
 bench: setup ## Run the benchmarks
 	$(VENV)/bin/python -m bench
 
-lint: ruff ## ruff on everything, mypy on the chatcore package
+lint: ruff ## ruff on everything, mypy on the chatcore package, import-linter's layer contracts
 	$(VENV)/bin/mypy layers/common/chatcore
+	cd layers/common && ../../$(VENV)/bin/lint-imports --config ../../pyproject.toml --no-cache
 
 ruff: setup ## ruff only (what CI runs)
 	$(VENV)/bin/ruff check .

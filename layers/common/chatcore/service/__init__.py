@@ -1,0 +1,1 @@
+"""The chat and health services: what every entry point calls."""
