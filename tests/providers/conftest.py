@@ -6,19 +6,11 @@ The fixtures live in `<repo>/../shared/fixtures/providers` (CI clones `shared/` 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
 from chatcore import errors
 from chatcore.events import Finish, ProviderEvent, ReasoningDelta, ResponseInfo, TextDelta, UsageReport
 from chatcore.providers.anthropic import AnthropicStreamParser
@@ -138,53 +130,6 @@ def check_against_expected(name: str, outcome: Outcome) -> None:
 
 # ---------------------------------------------------------------------------------------- llmock
 
+from tests.llmock_upstream import LLMock, llmock, llmock_server  # noqa: E402  (one launcher for all tests)
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class LLMock:
-    base_url: str
-
-    def script(self, *behaviors: dict[str, Any]) -> None:
-        """Queue behaviours for the next requests (`POST /_llmock/scenario`), after clearing old ones."""
-        httpx.delete(f"{self.base_url}/_llmock/scenario", timeout=10).raise_for_status()
-        if behaviors:
-            httpx.post(f"{self.base_url}/_llmock/scenario", json={"behaviors": list(behaviors)},
-                       timeout=10).raise_for_status()
-
-
-@pytest.fixture(scope="session")
-def llmock() -> Iterator[LLMock]:
-    """The third-party `llmock` emulator as a subprocess on a free 127.0.0.1 port."""
-    exe = shutil.which("llmock", path=str(Path(sys.executable).parent)) or shutil.which("llmock")
-    if exe is None:
-        pytest.fail("llmock is not installed in the venv (it is a dev dependency)")
-    port = _free_port()
-    env = {**os.environ, "LLMOCK_HOST": "127.0.0.1", "LLMOCK_PORT": str(port)}
-    process = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(1200):  # up to ~60 s on a loaded machine; no timing assertion
-            if process.poll() is not None:
-                raise RuntimeError(f"llmock exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{base_url}/_llmock/scenario", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("llmock did not start")
-        yield LLMock(base_url)
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+__all__ = ["LLMock", "llmock", "llmock_server"]

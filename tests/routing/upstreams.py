@@ -6,8 +6,6 @@ Both listen on 127.0.0.1 on a free port, in a background thread. Imported by the
 
 from __future__ import annotations
 
-import json
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -47,43 +45,6 @@ def table(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
     client.delete_table(TableName=name)
 
 
-class LLMock:
-    """Control of a running llmock: queue scenarios, read the journal."""
+from tests.llmock_upstream import LLMock, llmock, llmock_server  # noqa: E402
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.openai_base = f"{url}/v1"
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                         headers={"content-type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"null")
-
-    def scenario(self, *behaviors: dict[str, Any]) -> None:
-        self._call("POST", "/_llmock/scenario", {"behaviors": list(behaviors)})
-
-    def requests(self, path: str | None = None) -> list[dict[str, Any]]:
-        records = self._call("GET", "/_llmock/requests")["requests"]
-        return [r for r in records if path is None or r["path"].endswith(path)]
-
-    def reset(self) -> None:
-        self._call("POST", "/_llmock/reset")
-
-
-@pytest.fixture(scope="session")
-def llmock_server() -> Iterator[LLMock]:
-    """The llmock upstream emulator, served by uvicorn on 127.0.0.1 in a thread."""
-    from llmock.testing import LLMockServer
-
-    with LLMockServer(host="127.0.0.1") as server:
-        yield LLMock(server.url)
-
-
-@pytest.fixture
-def llmock(llmock_server: LLMock) -> Iterator[LLMock]:
-    """The llmock server with no scripted behaviours and an empty journal."""
-    llmock_server.reset()
-    yield llmock_server
-    llmock_server.reset()
+__all__ = ["LLMock", "llmock", "llmock_server", "moto_endpoint", "table"]

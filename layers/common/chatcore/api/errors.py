@@ -8,7 +8,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatcore import errors
-from chatcore.events import ErrorEvent
 
 
 def error_response(exc: errors.ChatError) -> JSONResponse:
@@ -27,10 +26,6 @@ def error_response(exc: errors.ChatError) -> JSONResponse:
     if isinstance(exc, errors.ProviderError) and status >= 500:
         status = 503 if exc.retryable else 502
     return JSONResponse(exc.public_body(), status_code=status, headers=headers)
-
-
-def error_event(exc: errors.ChatError) -> ErrorEvent:
-    return ErrorEvent(message=exc.message, code=exc.code, retryable=exc.retryable)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
