@@ -127,3 +127,8 @@ def _poll(check: Callable[[], Any], timeout: float = POLL_TIMEOUT_S) -> Any:
 def poll() -> Callable[..., Any]:
     """`poll(check)`: wait until `check()` is truthy and return its value (fails after a generous timeout)."""
     return _poll
+
+
+from tests.llmock_upstream import llmock, llmock_server  # noqa: E402  (the summarize test's upstream)
+
+__all__ = ["llmock", "llmock_server"]

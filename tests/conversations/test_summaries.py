@@ -184,3 +184,51 @@ def test_a_failing_summarization_raises_for_lambda_to_retry_and_counts_the_failu
         assert metrics and '"Outcome":"failed"' in metrics[0].replace(" ", "")
     finally:
         get_settings.cache_clear()
+
+
+def template_environment(function: str) -> dict[str, str]:
+    """The environment `template.yaml` gives `function` with every parameter at its default
+    (`!Ref` to a parameter resolves to its default; other intrinsics are left out)."""
+    from devtools.template_tables import CloudFormationTag, load_template
+
+    template = load_template()
+    parameters = {name: str(spec.get("Default", "")) for name, spec in template["Parameters"].items()}
+    variables = {**template["Globals"]["Function"]["Environment"]["Variables"],
+                 **template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})}
+    resolved: dict[str, str] = {}
+    for name, value in variables.items():
+        if isinstance(value, CloudFormationTag):
+            if value.tag != "Ref" or value.value not in parameters:
+                continue
+            value = parameters[value.value]
+        if value != "":
+            resolved[name] = str(value)
+    return resolved
+
+
+def test_summaries_work_in_the_deployed_configuration(store: ConversationStore, user: str, table: str,
+                                                      moto_url: str, llmock: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template sets OPENAI_BASE_URL and no SUMMARY_MODEL, so summaries use the default chain."""
+    environment = template_environment("SummarizeFunction")
+    assert "SUMMARY_MODEL" not in environment and "OPENAI_BASE_URL" in environment
+    seed(store, user, "deployed", 12)
+    for name in ("SUMMARY_MODEL", "DEFAULT_MODEL", "MOCK_PROVIDER", "MEMORY", "BREAKER_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**environment, "OPENAI_BASE_URL": llmock.openai_base, "OPENAI_API_KEY": "sk-test",
+                        "TABLE_NAME": table, "DYNAMODB_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "test",
+                        "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+                        "SUMMARY_TRIGGER_TOKENS": "10"}.items():
+        monkeypatch.setenv(name, value)
+    from chatcore.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        result = _load_summarize_handler().handler({"user_id": user, "conversation_id": "deployed"}, None)
+    finally:
+        get_settings.cache_clear()
+    assert result["status"] == "written", result
+    meta = store.get_meta(user, "deployed")
+    assert meta is not None and meta.summary
+    calls = llmock.requests("/chat/completions")
+    assert calls and calls[0]["body"]["model"] == "gpt-4o"  # the registry's `default` chain, through the router

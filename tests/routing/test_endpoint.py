@@ -93,3 +93,16 @@ def test_open_circuit_is_skipped_and_reported(chat_server: Callable[..., str], c
     response = client.post(f"{url}/api/chat/sse", json=ask(model="mock-fail-401"))
     assert response.status_code == 200  # the rest of its tier answers
     assert response.headers["x-chat-fallbacks"].startswith("mock-fail-401:circuit_open")
+
+
+def test_provider_preference_puts_that_providers_deployments_first(chat_server: Callable[..., str],
+                                                                   client: httpx.Client) -> None:
+    from chatcore.providers.mock import MockProvider
+
+    registry = {"deployments": {"mine": {"provider": "mock", "model": "echo"},
+                                "theirs": {"provider": "other", "model": "echo"}},
+                "aliases": {"pair": ["mine", "theirs"]}}
+    url = chat_server(model_registry_json=json.dumps(registry), providers={"other": MockProvider(ttft_ms=0, pace_ms=0)})
+    assert client.post(f"{url}/api/chat", json=ask(model="pair")).headers["x-chat-deployment"] == "mine"
+    preferred = client.post(f"{url}/api/chat", json=ask(model="pair", provider="other"))
+    assert preferred.status_code == 200 and preferred.headers["x-chat-deployment"] == "theirs"
