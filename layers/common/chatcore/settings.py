@@ -80,6 +80,9 @@ class Settings:
     bedrock_enabled: bool = False
     secret_names: dict[str, str] = field(default_factory=dict)
 
+    mock_provider: bool = True  # STAGE=local, or MOCK_PROVIDER=true (unsafe in production)
+    allow_ad_hoc_models: bool = True  # `provider/model` outside the registry; default: only when STAGE=local
+    allow_unpriced_models: bool = True  # deployments without prices; default: only when STAGE=local
     mock_ttft_ms: float = 100.0
     mock_pace_ms: float = 20.0
     mock_tokens: int = 40
@@ -126,6 +129,7 @@ class Settings:
 
     # Routing, fallback, circuit breaker and health (docs/routing.md).
     model_registry_json: str | None = None
+    model_access_json: str | None = None  # tier -> allowed model names or patterns (routing/access.py)
     model_registry_file: str | None = None
     model_registry_parameter: str | None = None
     breaker_store: str = "memory"  # dynamodb | memory; defaults to dynamodb when a table is configured
@@ -162,8 +166,13 @@ class Settings:
             real_provider = (openai_key or anthropic_key or gemini_key or secret_names or _str("OLLAMA_BASE_URL")
                              or _bool("BEDROCK_ENABLED", False) or _str("OPENAI_BASE_URL"))
             default_model = "default" if real_provider else "mock/echo"
+        stage = _str("STAGE", "local")
+        local = stage == "local"
         return cls(
-            stage=_str("STAGE", "local"),
+            stage=stage,
+            mock_provider=_bool("MOCK_PROVIDER", local),
+            allow_ad_hoc_models=_bool("ALLOW_AD_HOC_MODELS", local),
+            allow_unpriced_models=_bool("ALLOW_UNPRICED_MODELS", local),
             default_model=default_model,
             table_name=_str("TABLE_NAME", "chat-local"),
             dynamodb_endpoint_url=_str("DYNAMODB_ENDPOINT_URL") or None,
@@ -215,6 +224,7 @@ class Settings:
             limits_fail_open=_list("LIMITS_FAIL_OPEN"),
             lease_ttl_s=_float("LEASE_TTL_S", 900.0),
             model_registry_json=_str("MODEL_REGISTRY_JSON") or None,
+            model_access_json=_str("MODEL_ACCESS_JSON") or None,
             model_registry_file=_str("MODEL_REGISTRY_FILE") or None,
             model_registry_parameter=_str("MODEL_REGISTRY_PARAMETER") or None,
             breaker_store=_breaker_store(),

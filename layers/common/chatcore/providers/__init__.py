@@ -13,7 +13,9 @@ from chatcore.providers.base import Provider
 from chatcore.settings import Settings
 
 
-def _mock(settings: Settings) -> Provider:
+def _mock(settings: Settings) -> Provider | None:
+    if not settings.mock_provider:  # local use only, unless MOCK_PROVIDER=true
+        return None
     from chatcore.providers.mock import MockProvider
 
     return MockProvider(ttft_ms=settings.mock_ttft_ms, pace_ms=settings.mock_pace_ms, tokens=settings.mock_tokens)

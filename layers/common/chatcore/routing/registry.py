@@ -63,7 +63,7 @@ class _DeploymentSpec(BaseModel):
     tier: Tier = "standard"
     context_window: int = Field(default=128_000, ge=256)
     max_output_tokens: int = Field(default=4096, ge=1)
-    prices: _Prices = Field(default_factory=_Prices)
+    prices: _Prices | None = None  # required outside local use (see `Router.route`); 0 is a price
     timeouts: _Timeouts = Field(default_factory=_Timeouts)
     weight: float = Field(default=1.0, gt=0)
     stand_in: bool = False
@@ -120,6 +120,7 @@ class Deployment:
     weight: float = 1.0
     stand_in: bool = False  # a local stand-in (mock): used only when nothing else in the chain is configured
     ad_hoc: bool = False  # selected by `provider/model` (alone, no fallback chain)
+    priced: bool = False  # the registry gives its prices (possibly 0): its cost is known, not assumed
 
     @property
     def qualified_model(self) -> str:
@@ -218,10 +219,10 @@ def build_registry(raw: Mapping[str, Any], source: str = "inline") -> ModelRegis
     deployments = {
         name: Deployment(
             name=name, provider=d.provider, model=d.model, tier=d.tier, context_window=d.context_window,
-            max_output_tokens=d.max_output_tokens, input_price=d.prices.input, output_price=d.prices.output,
-            cached_input_price=d.prices.cached_input, first_token_timeout_s=d.timeouts.first_token_s,
-            idle_timeout_s=d.timeouts.idle_s, total_timeout_s=d.timeouts.total_s, weight=d.weight,
-            stand_in=d.stand_in,
+            max_output_tokens=d.max_output_tokens, input_price=(d.prices or _Prices()).input,
+            output_price=(d.prices or _Prices()).output, cached_input_price=(d.prices or _Prices()).cached_input,
+            first_token_timeout_s=d.timeouts.first_token_s, idle_timeout_s=d.timeouts.idle_s,
+            total_timeout_s=d.timeouts.total_s, weight=d.weight, stand_in=d.stand_in, priced=d.prices is not None,
         )
         for name, d in spec.deployments.items()
     }
@@ -236,8 +237,22 @@ def _parse_json(text: str, source: str) -> Any:
         raise RegistryError(f"The model registry from {source} is not valid JSON: {exc}") from None
 
 
+def without_provider(registry: ModelRegistry, provider: str) -> ModelRegistry:
+    """`registry` without `provider`'s deployments, and without the aliases left with none."""
+    deployments = {n: d for n, d in registry.deployments.items() if d.provider != provider}
+    aliases = {name: kept for name, chain in registry.aliases.items()
+               if (kept := tuple(n for n in chain if n in deployments))}
+    return ModelRegistry(deployments, aliases, source=registry.source)
+
+
 def load_registry(settings: Settings) -> ModelRegistry:
-    """The registry this process uses: the first configured source, validated."""
+    """The registry this process uses: the first configured source, validated; the mock provider's
+    deployments and the aliases that only lead to them (`demo-*`) exist only where it is enabled."""
+    registry = _load(settings)
+    return registry if settings.mock_provider else without_provider(registry, "mock")
+
+
+def _load(settings: Settings) -> ModelRegistry:
     if settings.model_registry_json:
         return build_registry(_parse_json(settings.model_registry_json, "MODEL_REGISTRY_JSON"),
                               "MODEL_REGISTRY_JSON")

@@ -177,12 +177,25 @@ class Router:
             return cached
         chain: tuple[Deployment, ...]
         if len(selection.chain) == 1 and selection.chain[0].ad_hoc:
-            self.providers.get(selection.chain[0].provider)  # a clear 400 naming the configured providers
+            only = selection.chain[0]
+            if "/" in only.name and not self.settings.allow_ad_hoc_models:  # not in the registry
+                raise errors.RequestError(
+                    f"Model {selection.requested!r} is not in the model registry. Use one of: "
+                    f"{', '.join(self.registry.names())}.", valid=self.registry.names())
+            self.providers.get(only.provider)  # a clear 400 naming the configured providers
             chain = selection.chain
         else:
             configured = [d for d in selection.chain if self.is_configured(d.provider)]
             real = [d for d in configured if not d.stand_in]
             chain = tuple(real or configured)
+        if not self.settings.allow_unpriced_models:
+            # Cost control: a deployment whose price is unknown is never silently costed at $0.
+            priced = tuple(d for d in chain if d.priced or d.provider == "mock")
+            if chain and not priced:
+                raise errors.RequestError(
+                    f"Model {selection.requested!r} has no price in the model registry; give its deployments "
+                    "`prices` (0 is a price) or set ALLOW_UNPRICED_MODELS=true.")
+            chain = priced
         if not chain:
             providers = sorted({d.provider for d in selection.chain})
             raise errors.ServiceUnavailableError(

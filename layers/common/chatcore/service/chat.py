@@ -24,6 +24,7 @@ from chatcore.events import Event, Start
 from chatcore.limits import Limiter, NoLimits
 from chatcore.messages import ChatRequest
 from chatcore.principal import Principal
+from chatcore.routing.access import ModelAccess
 from chatcore.routing.router import Router
 from chatcore.routing.turn import ChatTurn
 from chatcore.settings import Settings
@@ -79,6 +80,7 @@ class ChatService:
         self.router = router
         self.memory: Memory = memory or StatelessMemory()
         self.limiter: Limiter = limiter or NoLimits()
+        self.access = ModelAccess.from_json(settings.model_access_json)  # a bad document fails the cold start
 
     async def stream(self, principal: Principal, request: ChatRequest, *, request_id: str | None = None,
                      deadline_s: float | None = None) -> ChatResponse:
@@ -90,6 +92,7 @@ class ChatService:
         draft = ChatTurn(model=request.model, complexity=request.complexity, provider=request.provider,
                          messages=(), max_output_tokens=max_output)
         route = self.router.route(draft)  # an unknown model is refused before anything is stored or charged
+        self.access.check(principal.tier, route.requested)
         estimate = estimate_messages_tokens(request.conversation(), system) + max_output
         # The limit check and the history read are independent: overlap their round trips.
         admitted, loaded = await asyncio.gather(
