@@ -29,6 +29,7 @@ from chatcore.providers.base import ProbeResult
 from chatcore.routing.breaker import ITEM_TTL_S
 from chatcore.routing.registry import Deployment
 from chatcore.routing.router import Router
+from chatcore.secrets import health_probe_token
 from chatcore.settings import Settings
 
 Status = Literal["up", "down", "unknown"]
@@ -214,12 +215,16 @@ class HealthService:
 
 
 def check_probe_token(settings: Settings, authorization: str | None) -> None:
-    """Live probing needs `Authorization: Bearer <HEALTH_PROBE_TOKEN>`; without a token set it is off."""
-    if not settings.health_probe_token:
-        raise errors.ForbiddenError("Live probing is disabled: set HEALTH_PROBE_TOKEN to enable ?probe=true.")
+    """Live probing needs `Authorization: Bearer <token>`; without a token configured it is off.
+
+    The token is `HEALTH_PROBE_TOKEN` locally, the secret named by `HEALTH_PROBE_TOKEN_SECRET` in Lambda.
+    """
+    expected = health_probe_token(settings)
+    if not expected:
+        raise errors.ForbiddenError("Live probing is disabled: set HEALTH_PROBE_TOKEN_SECRET (or HEALTH_PROBE_TOKEN "
+                                    "locally) to enable ?probe=true.")
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                              settings.health_probe_token.encode()):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
         raise errors.UnauthorizedError("?probe=true needs a valid bearer token.")
 
 
