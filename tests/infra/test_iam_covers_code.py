@@ -15,7 +15,6 @@ only reads a conversation and updates its summary.
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 from typing import Any
 
