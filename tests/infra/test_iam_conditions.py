@@ -18,6 +18,7 @@ import re
 import socket
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,7 +32,7 @@ from devtools.template_tables import CloudFormationTag, create_tables
 from .conftest import PYTHON, REPO_ROOT, local_tool_env
 from .test_template import as_list, tag
 
-TABLE = "chat-local"
+TABLE = f"chat-iam-{uuid.uuid4().hex[:8]}"  # moto's state is per process: never a table another test filled
 # What devtools.invoke itself sends to prepare a local table; in AWS the stack has created it.
 SETUP_OPERATIONS = {"CreateTable", "DescribeTable", "UpdateTimeToLive"}
 INDEX_RESOURCE = tag("Sub", "${ChatTable.Arn}/index/*")

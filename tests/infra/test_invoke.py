@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -171,15 +172,16 @@ def test_summarize_event_writes_the_summary_to_the_table(moto_endpoint: str, dyn
 
     event = json.loads((EVENTS / "summarize.json").read_text())
     user, conversation = event["user_id"], event["conversation_id"]
-    create_tables(dynamodb_client, "chat-local")
-    store = ConversationStore(Settings(table_name="chat-local"), client=dynamodb_client)
+    table = f"chat-invoke-{uuid.uuid4().hex[:8]}"  # moto's state is per process, shared by every test
+    create_tables(dynamodb_client, table)
+    store = ConversationStore(Settings(table_name=table), client=dynamodb_client)
     messages = [StoredMessage(id=f"m{i}", role="user" if i % 2 == 0 else "assistant",
                               text=f"message {i}: the user's favourite colour is teal" if i == 0 else f"message {i}")
                 for i in range(10)]
     stored = store.import_messages(user, conversation, messages, title="Colours")
     assert store.get_meta(user, conversation).summary is None  # type: ignore[union-attr]
 
-    env = local_tool_env(LOCAL_DYNAMODB="", DYNAMODB_ENDPOINT_URL=moto_endpoint, TABLE_NAME="chat-local",
+    env = local_tool_env(LOCAL_DYNAMODB="", DYNAMODB_ENDPOINT_URL=moto_endpoint, TABLE_NAME=table,
                          AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1",
                          SUMMARY_MODEL="mock/echo", SUMMARY_KEEP_RECENT="6", MOCK_TTFT_MS="0", MOCK_PACE_MS="0")
     result = subprocess.run([PYTHON, "-m", "devtools.invoke", "summarize", "events/summarize.json"], cwd=REPO_ROOT,
