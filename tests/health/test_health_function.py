@@ -170,4 +170,58 @@ def test_everything_down_is_503(health_env: dict[str, str], llmock: LLMock, monk
 def test_probe_is_disabled_without_a_token(health_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HEALTH_PROBE_TOKEN")
     status, body = get_health("probe=true", "Bearer anything")
-    assert status == 403 and "HEALTH_PROBE_TOKEN" in body["error"]["message"]
+    assert status == 403 and "HEALTH_PROBE_TOKEN_SECRET" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("stored_in", ["secretsmanager", "ssm"])
+def test_probe_token_is_read_from_the_named_secret(health_env: dict[str, str], table: tuple[str, str],
+                                                   monkeypatch: pytest.MonkeyPatch, stored_in: str) -> None:
+    """As deployed: the template passes HEALTH_PROBE_TOKEN_SECRET (a name), never the token itself."""
+    import boto3
+    from aws_lambda_powertools.utilities import parameters
+    from chatcore import secrets
+
+    endpoint, _ = table
+    if stored_in == "ssm":
+        boto3.client("ssm", endpoint_url=endpoint, region_name="us-east-1").put_parameter(
+            Name="/chat/test/health-probe", Value="probe-from-ssm-789", Type="SecureString", Overwrite=True)
+        name, token = "ssm:/chat/test/health-probe", "probe-from-ssm-789"
+    else:
+        client = boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1")
+        secret = f"chat/test/health-probe-{os.getpid()}-{id(monkeypatch)}"
+        client.create_secret(Name=secret, SecretString="probe-from-secret-456")
+        name, token = secret, "probe-from-secret-456"
+    monkeypatch.delenv("HEALTH_PROBE_TOKEN")
+    monkeypatch.setenv("HEALTH_PROBE_TOKEN_SECRET", name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", endpoint)
+    secrets.clear_cache()
+    parameters.clear_caches()  # Powertools keeps its boto3 clients module-wide
+    try:
+        status, body = get_health("probe=true", "Bearer probe-secret-123")  # the old environment token
+        assert status == 401 and body["error"]["code"] == "unauthorized"
+        status, body = get_health("probe=true", f"Bearer {token}")
+        assert status == 200 and body["status"] in ("healthy", "degraded")
+        assert token not in json.dumps(body)
+    finally:
+        secrets.clear_cache()
+        parameters.clear_caches()
+
+
+def test_probe_token_secret_that_cannot_be_read_is_a_503_not_an_open_door(
+        health_env: dict[str, str], table: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from aws_lambda_powertools.utilities import parameters
+    from chatcore import secrets
+
+    monkeypatch.delenv("HEALTH_PROBE_TOKEN")
+    monkeypatch.setenv("HEALTH_PROBE_TOKEN_SECRET", "chat/test/no-such-secret")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", table[0])
+    secrets.clear_cache()
+    parameters.clear_caches()
+    try:
+        status, body = get_health("probe=true", "Bearer anything")
+        assert status == 503 and body["error"]["code"] == "service_unavailable"
+        assert "chat/test/no-such-secret" not in json.dumps(body)
+    finally:
+        secrets.clear_cache()
+        parameters.clear_caches()

@@ -1,14 +1,20 @@
 """Each function's IAM policy allows every DynamoDB call its code can make, and nothing it never makes.
 
-The DynamoDB operations are read from the source the function can reach: its entry module and,
-transitively, every `chatcore` module imported from it (function-level imports included, since
-most of them are lazy). A call the policy does not allow would fail only in AWS, with AccessDenied.
+The DynamoDB operations are read from the code the function can reach. First the modules: its entry
+module and, transitively, every `chatcore` module imported from it (function-level imports included,
+since most of them are lazy). Then, within those modules, the functions: starting from the entry's
+`handler` (and every module's top-level code), any function or method whose name the reached code
+mentions (a call, an attribute, a reference passed to `asyncio.to_thread`...) is reached too, and a
+mentioned class brings its dunder methods (constructors, context managers, iterators). Matching by
+name over-approximates (every `load` is reached once any `.load` is mentioned), which is the safe
+direction: a call the policy does not allow would fail only in AWS, with AccessDenied. It lets a
+role be narrower than the modules it imports: the summarizer imports the conversation store but
+only reads a conversation and updates its summary.
 """
 
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +83,71 @@ def reachable_sources(entry: Path) -> set[Path]:
     return full | top_only
 
 
-def dynamodb_calls(sources: set[Path]) -> set[str]:
-    pattern = re.compile(r"\.(" + "|".join(OPERATIONS) + r")\(")
-    return {OPERATIONS[m.group(1)] for path in sources for m in pattern.finditer(path.read_text(encoding="utf-8"))}
+FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
+ENTRY_FUNCTION = "handler"
+
+
+def mentioned_names(nodes: list[ast.AST]) -> set[str]:
+    """Every plain name and attribute name used anywhere under `nodes`."""
+    names: set[str] = set()
+    for root in nodes:
+        for node in ast.walk(root):
+            if isinstance(node, ast.Name):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                names.add(node.attr)
+    return names
+
+
+def reachable_code(sources: set[Path], entry: Path) -> list[ast.AST]:
+    """The top-level code of every source (the chat entry is just `app = create_app()`) and every function
+    reachable by name from it and from the entry's `handler`."""
+    functions: dict[str, list[FunctionNode]] = {}
+    classes: dict[str, list[ast.ClassDef]] = {}
+    top_level: list[ast.AST] = []
+    entry_functions: list[FunctionNode] = []
+    for path in sources:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, FunctionNode):
+                functions.setdefault(node.name, []).append(node)
+            elif isinstance(node, ast.ClassDef):
+                classes.setdefault(node.name, []).append(node)
+        for statement in tree.body:
+            if isinstance(statement, ast.ClassDef):
+                # Class bodies run at import; their methods only when reached.
+                top_level += [s for s in statement.body if not isinstance(s, FunctionNode | ast.ClassDef)]
+                top_level += statement.decorator_list
+            elif isinstance(statement, FunctionNode):
+                top_level += statement.decorator_list
+                if path == entry and statement.name == ENTRY_FUNCTION:
+                    entry_functions.append(statement)
+            else:
+                top_level.append(statement)
+    reached: dict[int, ast.AST] = {}
+    pending: list[ast.AST] = [*top_level, *entry_functions]
+    while pending:
+        node = pending.pop()
+        if id(node) in reached:
+            continue
+        reached[id(node)] = node
+        for name in mentioned_names([node]):
+            pending += functions.get(name, [])
+            for cls in classes.get(name, []):
+                # Called implicitly: construction, `with`/`async with`, iteration, calls on instances.
+                pending += [f for f in cls.body if isinstance(f, FunctionNode)
+                            and f.name.startswith("__") and f.name.endswith("__")]
+                pending += [base for base in cls.bases]
+    return list(reached.values())
+
+
+def dynamodb_calls(sources: set[Path], entry: Path) -> set[str]:
+    calls: set[str] = set()
+    for root in reachable_code(sources, entry):
+        for node in ast.walk(root):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in OPERATIONS:
+                calls.add(OPERATIONS[node.func.attr])
+    return calls
 
 
 def allowed_actions(template: dict[str, Any], function: str) -> set[str]:
@@ -93,7 +161,7 @@ def allowed_actions(template: dict[str, Any], function: str) -> set[str]:
 
 @pytest.mark.parametrize("function", sorted(ENTRIES))
 def test_policy_allows_exactly_the_dynamodb_calls_the_code_makes(function: str) -> None:
-    calls = dynamodb_calls(reachable_sources(ENTRIES[function]))
+    calls = dynamodb_calls(reachable_sources(ENTRIES[function]), ENTRIES[function])
     allowed = allowed_actions(load_template(), function)
     assert calls, "the function's code was found and makes DynamoDB calls"
     assert calls <= allowed, f"{function} calls {sorted(calls - allowed)} without permission"

@@ -8,7 +8,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -36,14 +36,15 @@ def base_settings(**overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def guarded(table: Table, settings: Settings, **tier: int) -> tuple[Components, str]:
+def guarded(table: Table, settings: Settings, *, clock: Callable[[], float] = time.time,
+            **tier: int) -> tuple[Components, str]:
     """Components with API-key auth and DynamoDB limits on the test table, and a valid key."""
     store = ApiKeyStore(table.name, lambda: table.client)
     key, _ = store.create("carol", "free")
     limits = {"requests_per_minute": 100, "tokens_per_minute": 10**7, "tokens_per_day": 10**8,
               "concurrent_streams": 10, **tier}
     limiter = DynamoDBLimiter(table.name, LimitPolicy({"free": TierLimits(**limits)}), lambda: table.client,
-                              lease_ttl_s=60)
+                              lease_ttl_s=60, clock=clock)
     components = dataclasses.replace(default_components(settings, ProviderRegistry(settings)),
                                      authenticator=ApiKeyAuthenticator(store), limiter=limiter)
     return components, key
@@ -66,19 +67,22 @@ def test_missing_and_bad_credentials_get_401_json_with_a_challenge(table: Table,
 
 
 def test_rate_limit_headers_and_429(table: Table, chat_server: Any) -> None:
-    components, key = guarded(table, base_settings(), requests_per_minute=2)
+    # The limiter's clock is frozen 20 s into a minute: the three requests share one fixed window
+    # however slow the machine is (on the wall clock they could straddle a minute boundary).
+    frozen = (time.time() // 60) * 60 + 20.0
+    components, key = guarded(table, base_settings(), clock=lambda: frozen, requests_per_minute=2)
     base = chat_server(components=components)
     with httpx.Client(base_url=base, timeout=30, headers={"x-api-key": key}) as http:
         first, second, third = (http.post("/api/chat", json=OK) for _ in range(3))
     assert first.status_code == second.status_code == 200
     assert (first.headers["x-ratelimit-limit"], first.headers["x-ratelimit-remaining"]) == ("2", "1")
     assert second.headers["x-ratelimit-remaining"] == "0"
-    assert 1 <= int(first.headers["x-ratelimit-reset"]) <= 60
+    assert first.headers["x-ratelimit-reset"] == "40"  # seconds left in the frozen minute
     assert third.status_code == 429
     assert third.headers["content-type"] == "application/json"
     assert third.json()["error"]["code"] == "rate_limited"
     assert third.json()["error"]["limit"] == "requests_per_minute"
-    assert 1 <= int(third.headers["retry-after"]) <= 60
+    assert third.headers["retry-after"] == "40"
     assert third.headers["x-ratelimit-remaining"] == "0" and third.headers["x-ratelimit-limit"] == "2"
 
 

@@ -6,6 +6,7 @@ or keys.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,12 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
 
 SERVICE = "chat"
-NAMESPACE = "ChatBackend"
+NAMESPACE = "ChatBackend"  # local default; in Lambda the template sets POWERTOOLS_METRICS_NAMESPACE
+
+
+def metrics_namespace() -> str:
+    """`POWERTOOLS_METRICS_NAMESPACE` when set (the template's value), else the local default."""
+    return os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or NAMESPACE
 
 
 @lru_cache(maxsize=4)
@@ -28,7 +34,7 @@ def emit_metrics(service: str, dimensions: dict[str, str], values: dict[str, tup
     from aws_lambda_powertools import Metrics
     from aws_lambda_powertools.metrics import MetricUnit
 
-    metrics = Metrics(namespace=NAMESPACE, service=service)
+    metrics = Metrics(namespace=metrics_namespace(), service=service)
     for name, dimension in dimensions.items():
         metrics.add_dimension(name=name, value=dimension)
     for name, (amount, unit) in values.items():

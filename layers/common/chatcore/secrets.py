@@ -1,4 +1,5 @@
-"""Provider API keys: from the environment, or in Lambda from SSM / Secrets Manager by name.
+"""Provider API keys (and the health probe token): from the environment, or in Lambda from SSM /
+Secrets Manager by name.
 
 Fetched on first use (never at import), once per cold start, through Powertools Parameters
 (which caches too). A secret name starting with `ssm:` is an SSM (SecureString) parameter; anything
@@ -77,3 +78,19 @@ def api_key_getter(settings: Settings, provider: str, direct: str | None) -> Cal
     if not name:
         return None
     return lambda: fetch_secret(name, provider)
+
+
+def health_probe_token(settings: Settings) -> str | None:
+    """The bearer token that enables `GET /health?probe=true`, or None when live probing is off.
+
+    `HEALTH_PROBE_TOKEN` (local use) wins; otherwise the secret named in `HEALTH_PROBE_TOKEN_SECRET`
+    (same name format as the provider keys) is fetched on the first probe request and kept.
+    """
+    if settings.health_probe_token:
+        return settings.health_probe_token
+    if not settings.health_probe_token_secret:
+        return None
+    try:
+        return fetch_secret(settings.health_probe_token_secret) or None
+    except errors.ChatError as exc:
+        raise errors.ServiceUnavailableError("Live probing is unavailable: its token could not be loaded.") from exc

@@ -142,7 +142,8 @@ class Settings:
     router_backoff_base_s: float = 0.2
     router_backoff_cap_s: float = 2.0
     router_max_retry_after_s: float = 5.0
-    health_probe_token: str | None = None
+    health_probe_token: str | None = None  # local use; in Lambda the token comes from a secret
+    health_probe_token_secret: str | None = None  # "ssm:/path" or a Secrets Manager name (chatcore.secrets)
     health_probe_timeout_s: float = 5.0
 
     @classmethod
@@ -238,6 +239,7 @@ class Settings:
             router_backoff_cap_s=_float("ROUTER_BACKOFF_CAP_S", 2.0),
             router_max_retry_after_s=_float("ROUTER_MAX_RETRY_AFTER_S", 5.0),
             health_probe_token=_str("HEALTH_PROBE_TOKEN") or None,
+            health_probe_token_secret=_str("HEALTH_PROBE_TOKEN_SECRET") or None,
             health_probe_timeout_s=_float("HEALTH_PROBE_TIMEOUT_S", 5.0),
         )
 

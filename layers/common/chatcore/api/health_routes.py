@@ -10,16 +10,22 @@ from fastapi.responses import JSONResponse
 from chatcore import errors
 from chatcore.api.errors import install_error_handlers
 from chatcore.principal import bearer_token
+from chatcore.secrets import health_probe_token
 from chatcore.service.health import HealthService
 from chatcore.settings import Settings
 
 
 def check_probe_token(settings: Settings, request: Request) -> None:
-    """Live probing needs `Authorization: Bearer <HEALTH_PROBE_TOKEN>`; without a token set it is off."""
-    if not settings.health_probe_token:
-        raise errors.ForbiddenError("Live probing is disabled: set HEALTH_PROBE_TOKEN to enable ?probe=true.")
+    """Live probing needs `Authorization: Bearer <token>`; without a token configured it is off.
+
+    The token is `HEALTH_PROBE_TOKEN` locally, the secret named by `HEALTH_PROBE_TOKEN_SECRET` in Lambda.
+    """
+    expected = health_probe_token(settings)
+    if not expected:
+        raise errors.ForbiddenError("Live probing is disabled: set HEALTH_PROBE_TOKEN_SECRET (or HEALTH_PROBE_TOKEN "
+                                    "locally) to enable ?probe=true.")
     token = bearer_token(request.headers)
-    if token is None or not hmac.compare_digest(token.encode(), settings.health_probe_token.encode()):
+    if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
         raise errors.UnauthorizedError("?probe=true needs a valid bearer token.")
 
 
