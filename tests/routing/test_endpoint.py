@@ -106,3 +106,13 @@ def test_provider_preference_puts_that_providers_deployments_first(chat_server: 
     assert client.post(f"{url}/api/chat", json=ask(model="pair")).headers["x-chat-deployment"] == "mine"
     preferred = client.post(f"{url}/api/chat", json=ask(model="pair", provider="other"))
     assert preferred.status_code == 200 and preferred.headers["x-chat-deployment"] == "theirs"
+
+
+def test_a_provider_429_with_no_fallback_left_is_a_429_with_the_providers_retry_after(
+        chat_server: Callable[..., str], client: httpx.Client) -> None:
+    url = chat_server()
+    for _ in range(4):  # again and again: never a 503 "after repeated failures"
+        response = client.post(f"{url}/api/chat", json=ask(model="mock/fail-429?retry_after=30"))
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "30"
+        assert response.json()["error"]["code"] == "provider_rate_limited"

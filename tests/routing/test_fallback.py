@@ -45,6 +45,7 @@ REGISTRY = {
         "big": deployment("echo?text=big%20window", context_window=1_000_000),
         "f429": deployment("fail-429?retry_after=0.01"),
         "f429-long": deployment("fail-429?retry_after=30"),
+        "f429-2s": deployment("fail-429?retry_after=2"),
         "f529": deployment("fail-529"),
         "f500": deployment("fail-500", context_window=8000),
         "f401": deployment("fail-401"),
@@ -197,12 +198,34 @@ async def test_ad_hoc_mock_models_bypass_the_breaker() -> None:
     assert router.breaker.state("mock/fail-500").failures == 0
 
 
-async def test_every_circuit_open_is_503_with_retry_after() -> None:
+async def test_the_only_deployment_is_tried_even_with_its_circuit_open() -> None:
+    """One provider configured: an open circuit must not turn every request into a 503."""
     router, mock, _ = make_router({"solo": ["f401"]})
     with pytest.raises(errors.AuthenticationError):
         await collect(router, turn("solo"))
-    with pytest.raises(errors.ServiceUnavailableError) as caught:
+    assert router.breaker.is_open("f401")
+    with pytest.raises(errors.AuthenticationError):  # the truthful error again, not "circuit open"
         await collect(router, turn("solo"))
-    assert caught.value.status_code == 503
-    assert caught.value.retry_after is not None and caught.value.retry_after > 60  # the unhealthy cooldown
-    assert len(mock.calls) == 1
+    assert len(mock.calls) == 2
+
+
+async def test_repeated_failures_of_the_only_deployment_never_refuse_with_503() -> None:
+    router, mock, _ = make_router({"solo": ["f500"]}, breaker_failure_threshold=3, router_retries_per_deployment=0)
+    for _ in range(3):
+        with pytest.raises(errors.ServerError):
+            await collect(router, turn("solo"))
+    assert router.breaker.is_open("f500")
+    with pytest.raises(errors.ServerError):  # still tried: its own error, not "unavailable after repeated failures"
+        await collect(router, turn("solo"))
+    assert len(mock.calls) == 4
+
+
+async def test_a_rate_limit_opens_the_circuit_no_longer_than_the_provider_asked() -> None:
+    router, _, _ = make_router({"pair": ["f429-2s", "ok"]}, breaker_failure_threshold=1)
+    started = router.breaker.now()
+    await collect(router, turn("pair"))  # a 429 asking for 2 s, then the fallback answers
+    state = router.breaker.state("f429-2s")
+    assert state.state == "open" and state.open_until <= started + 2.5  # not the 30 s default cooldown
+    events = await collect(router, turn("pair"))
+    start = next(e for e in events if isinstance(e, Start))
+    assert start.deployment == "ok" and "f429-2s:circuit_open" in start.fallbacks  # skipped: another can answer

@@ -311,6 +311,12 @@ class CircuitBreaker:
         self._put(name, claimed or transition(state, event, now) or state)
         return "trial" if claimed else "deny"
 
+    def is_open(self, name: str) -> bool:
+        """Whether a call to `name` would be denied now (open, or its half-open trial taken)."""
+        state = self.state(name)
+        now = self._clock()
+        return state.phase(now) == "open" or (state.phase(now) == "half_open" and state.trial_until > now)
+
     def retry_at(self, name: str) -> float | None:
         """When an open circuit for `name` turns half-open (epoch seconds), if it is open."""
         state = self.state(name)

@@ -285,7 +285,9 @@ class Router:
                     await self._sleep(wait)
                 if self.guarded(deployment):
                     verdict = await self.breaker.admit(deployment.name)
-                    if verdict == "deny":
+                    # An open circuit skips a deployment only when another one can still answer:
+                    # the last usable deployment is tried anyway (one provider must not refuse everyone).
+                    if verdict == "deny" and any(self._may_answer(c.deployment) for c in queue):
                         fallbacks.append(Fallback(deployment.name, "circuit_open"))
                         if last_error is None or isinstance(last_error, errors.ServiceUnavailableError):
                             last_error = self._circuit_open_error(deployment)
@@ -327,6 +329,10 @@ class Router:
         finally:
             record.finish()
 
+    def _may_answer(self, deployment: Deployment) -> bool:
+        """Whether `deployment` could be called now (its circuit is not known to be open)."""
+        return not self.guarded(deployment) or not self.breaker.is_open(deployment.name)
+
     def _circuit_open_error(self, deployment: Deployment) -> errors.ServiceUnavailableError:
         retry_at = self.breaker.retry_at(deployment.name)
         retry_after = max(retry_at - self.breaker.now(), 1.0) if retry_at else None
@@ -339,6 +345,10 @@ class Router:
             return
         if action == "unhealthy":
             self.breaker.trip(deployment.name, exc.code, self.settings.breaker_unhealthy_cooldown_s)
+        elif isinstance(exc, errors.RateLimitedError) and exc.retry_after is not None:
+            # Never open the circuit for longer than the provider asked to wait.
+            self.breaker.record_failure(deployment.name, exc.code,
+                                        cooldown_s=min(self.breaker.cooldown_s, max(exc.retry_after, 0.0)))
         elif action in ("retry", "next"):
             self.breaker.record_failure(deployment.name, exc.code)
 
