@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from chatcore import errors
 from chatcore.settings import Settings
 
 _clients: dict[tuple[str, str | None, bool], Any] = {}
@@ -50,3 +51,33 @@ def is_condition_failure(exc: BaseException) -> bool:
     """True for a failed ConditionExpression (an answer, not an outage)."""
     response = getattr(exc, "response", None)
     return isinstance(response, dict) and response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+# Error codes that mean the table cannot serve right now (after the SDK's own retries).
+_UNAVAILABLE_CODES = {
+    "ProvisionedThroughputExceededException": 1.0, "ThrottlingException": 1.0, "RequestLimitExceeded": 1.0,
+    "InternalServerError": 1.0, "ServiceUnavailable": 1.0, "LimitExceededException": 1.0,
+    "TransactionInProgressException": 1.0,
+}
+
+
+def storage_failure(exc: BaseException) -> errors.StorageUnavailableError | None:
+    """The `StorageUnavailableError` an AWS SDK exception amounts to, or None if it is not one.
+
+    Unreachable endpoints and timeouts, throttling after retries, 5xx, and a missing table are
+    outages the client can do nothing about but wait: a 503 (`storage_unavailable`), never a 500.
+    """
+    module = type(exc).__module__
+    if not (module.startswith("botocore") or module.startswith("boto3")):
+        return None
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
+    if code == "ResourceNotFoundException":
+        return errors.StorageUnavailableError(
+            "The conversation storage is not set up (its table does not exist).", retry_after=None)
+    if code and code not in _UNAVAILABLE_CODES:
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) if isinstance(response, dict) else 0
+        if not isinstance(status, int) or status < 500:
+            return None  # a request this code got wrong: a bug, reported as one
+    return errors.StorageUnavailableError("The conversation storage is unavailable right now; try again shortly.",
+                                          retry_after=_UNAVAILABLE_CODES.get(code, 2.0))

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from chatcore.api.body_limit import BodySizeLimit
 from chatcore.api.chat_routes import router as chat_router
 from chatcore.api.conversations import router as conversations_router
-from chatcore.api.errors import install_error_handlers
+from chatcore.api.errors import StorageErrors, install_error_handlers
 from chatcore.auth import Authenticator, build_authenticator
 from chatcore.conversations import dynamo_memory
 from chatcore.conversations.memory import Memory, StatelessMemory
@@ -69,7 +69,8 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
     app.include_router(chat_router)
     app.include_router(conversations_router)
 
-    # Added before CORS, so CORS stays outermost and even a 413 carries its headers.
+    # Added before CORS, so CORS stays outermost and even a 413 or a 503 carries its headers.
+    app.add_middleware(StorageErrors)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     if settings.cors_in_app:

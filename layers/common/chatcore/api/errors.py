@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatcore import errors
+from chatcore.dynamodb import storage_failure
 
 
 def error_response(exc: errors.ChatError) -> JSONResponse:
@@ -60,3 +63,38 @@ def install_error_handlers(app: FastAPI) -> None:
         get_logger().exception("unhandled error")
         body = {"error": {"code": "internal_error", "message": "An internal error occurred."}}
         return JSONResponse(body, status_code=500)
+
+
+class StorageErrors:
+    """ASGI middleware: an AWS SDK failure of the database (unreachable, throttled, table missing)
+    raised before the response starts becomes a 503 `storage_unavailable` JSON answer.
+
+    Handled here rather than by an exception handler so the connection stays usable (the catch-all
+    handler re-raises after answering) and botocore is never imported just to name its classes.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            storage = storage_failure(exc)
+            if storage is None or started:
+                raise
+            from chatcore.observability import get_logger
+
+            get_logger().warning("storage unavailable", extra={"error": type(exc).__name__})
+            await error_response(storage)(scope, receive, send)

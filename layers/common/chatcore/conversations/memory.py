@@ -119,8 +119,12 @@ class StoredTurn:
                 answer.add(event)
                 if isinstance(event, Finish | ErrorEvent):
                     # Stored before the client sees the end: after it, Lambda may freeze the process.
-                    await self._store(answer, answer.status())
+                    saved = await self._store(answer, answer.status())
                     stored = True
+                    if not saved and isinstance(event, Finish):  # the client must not think it is kept
+                        event = ErrorEvent(message="The answer could not be saved; it may be missing from the "
+                                                   "conversation.", code=errors.StorageUnavailableError.code,
+                                           retryable=True, usage=event.usage, metadata=event.metadata)
                 yield event
         except (GeneratorExit, asyncio.CancelledError):
             if not stored and saving is None:
@@ -147,7 +151,8 @@ class StoredTurn:
             raise errors.StorageUnavailableError("The conversation could not be saved; try again shortly.",
                                                  retry_after=1) from exc
 
-    async def _store(self, answer: _AnswerRecorder, status: MessageStatus) -> None:
+    async def _store(self, answer: _AnswerRecorder, status: MessageStatus) -> bool:
+        """Store the assistant message; False (logged and counted, never raised) when it failed."""
         try:
             await self.memory.store_answer(self, answer.message(self.message_id, status,
                                                                 self.memory.settings.max_stored_message_bytes),
@@ -156,6 +161,8 @@ class StoredTurn:
             get_logger().error("assistant message not stored",
                                extra={"conversation_id": self.conversation_id, "error": type(exc).__name__})
             emit_metrics("chat", {}, {"MessageStoreFailures": (1, "Count")})
+            return False
+        return True
 
 
 async def _settled(saving: Awaitable[Any]) -> None:

@@ -187,7 +187,7 @@ class DynamoDBLimiter:
         checks = (minute, day, lease)
         if any(isinstance(check, _Unavailable) and not check.open for check in checks):
             _emit("LimitUnavailable", principal)
-            return errors.ServiceUnavailableError("Usage limits cannot be checked right now; try again shortly.",
+            return errors.StorageUnavailableError("Usage limits cannot be checked right now; try again shortly.",
                                                   retry_after=1)
         headers = _headers(limits, minute) if isinstance(minute, WindowCheck) else {}
         if isinstance(day, WindowCheck) and not day.allowed:
