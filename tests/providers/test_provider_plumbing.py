@@ -175,3 +175,25 @@ def test_the_openai_default_url_is_the_settings_default() -> None:
     assert Settings().openai_base_url == OPENAI_BASE_URL == OpenAIProvider(api_key="k").base_url
     assert "openai" not in ProviderRegistry(Settings()).available()  # no key, default URL: disabled
     assert "openai" in ProviderRegistry(Settings(openai_base_url="http://127.0.0.1:9/v1")).available()
+
+
+def test_docs_list_exactly_the_options_each_adapter_accepts() -> None:
+    """docs/providers.md's option table and the adapters' allow-lists say the same thing."""
+    import re
+
+    from chatcore.providers.anthropic import ANTHROPIC_OPTIONS
+    from chatcore.providers.bedrock import BEDROCK_OPTIONS
+    from chatcore.providers.gemini import GEMINI_OPTIONS
+    from chatcore.providers.ollama import OLLAMA_OPTIONS
+    from chatcore.providers.openai import OPENAI_OPTIONS
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "providers.md").read_text()
+    table = docs[docs.index("| provider | accepted options |"):]
+    rows = {m[1]: m[2] for m in re.finditer(r"^\| `(\w+)` \| (.+) \|$", table, re.M)}
+    allowed = {"openai": OPENAI_OPTIONS, "anthropic": ANTHROPIC_OPTIONS, "gemini": GEMINI_OPTIONS,
+               "bedrock": BEDROCK_OPTIONS, "ollama": OLLAMA_OPTIONS}
+    for name, options in allowed.items():
+        # The first backticked word of each item (examples in parentheses are not option names).
+        listed = {re.match(r"[^`]*`(\w+)`", item)[1]  # type: ignore[index]
+                  for item in re.split(r", (?![^(]*\))|\band for compatible servers\b", rows[name]) if "`" in item}
+        assert listed == set(options), name
