@@ -197,3 +197,22 @@ def test_docs_list_exactly_the_options_each_adapter_accepts() -> None:
         listed = {re.match(r"[^`]*`(\w+)`", item)[1]  # type: ignore[index]
                   for item in re.split(r", (?![^(]*\))|\band for compatible servers\b", rows[name]) if "`" in item}
         assert listed == set(options), name
+
+
+async def test_a_streamed_tool_call_counts_as_the_first_token() -> None:
+    """After a tool call starts, a silence is a stall "between tokens" (the idle clock), not a wait for
+    the first token."""
+    import asyncio
+
+    from chatcore.clocks import Clocks, timed
+    from chatcore.events import ToolInputStart
+
+    async def tool_then_silence() -> AsyncIterator[ProviderEvent]:
+        yield ToolInputStart("call_1", "f")
+        await asyncio.Event().wait()
+
+    seen: list[ProviderEvent] = []
+    with pytest.raises(errors.ProviderTimeoutError, match="between tokens"):
+        async for event in timed(tool_then_silence(), Clocks.start(first_token_s=20, idle_s=0.05, total_s=60)):
+            seen.append(event)
+    assert seen == [ToolInputStart("call_1", "f")]
