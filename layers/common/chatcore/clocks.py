@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from chatcore import errors
-from chatcore.events import ProviderEvent, ReasoningDelta, TextDelta
+from chatcore.events import ProviderEvent, ReasoningDelta, TextDelta, ToolInputDelta, ToolInputStart
 from chatcore.streams import closing
 
 
@@ -56,6 +56,7 @@ async def timed(events: AsyncIterator[ProviderEvent], clocks: Clocks, *, provide
                 what = "between tokens" if first_token_seen else "before the first token"
                 raise errors.ProviderTimeoutError(f"The provider stalled {what}.", provider=provider,
                                                   model=model) from exc
-            if not first_token_seen and isinstance(event, TextDelta | ReasoningDelta):
+            # A tool call's input is output as much as text is: it starts the idle clock too.
+            if not first_token_seen and isinstance(event, TextDelta | ReasoningDelta | ToolInputStart | ToolInputDelta):
                 first_token_seen = True
             yield event

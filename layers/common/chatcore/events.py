@@ -8,7 +8,7 @@ changes this module.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "error", "other"]
 
@@ -95,5 +95,86 @@ class ErrorEvent:
     metadata: dict[str, object] = field(default_factory=dict)
 
 
-ProviderEvent = TextDelta | ReasoningDelta | UsageReport | ResponseInfo | Finish
-Event = Start | TextDelta | ReasoningDelta | UsageReport | ResponseInfo | Finish | ErrorEvent
+# --- Tool calls, as providers stream them ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ToolInputStart:
+    """The model began a tool call. `call_id` is the provider's (or a synthesized) unique id."""
+
+    call_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolInputDelta:
+    """A fragment of the call's input as JSON text; the fragments of one call concatenate to it."""
+
+    call_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolInputReady:
+    """The call's input is complete: `input` is the parsed JSON value.
+
+    When the model sent invalid JSON, `input` is the raw text and `error` says why it could not
+    be parsed (the service answers it with a tool-input error the model sees). `metadata` is
+    what the provider needs back with this call later (`ToolCall.metadata`).
+    """
+
+    call_id: str
+    name: str
+    input: Any
+    error: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# --- Steps and tool outcomes, added by the service ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StepStart:
+    """One model call of a turn begins (a turn with tool calls may have several)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepFinish:
+    """One model call of a turn ended."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutput:
+    """A tool call's result (any JSON value)."""
+
+    call_id: str
+    output: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutputError:
+    """A tool call failed; `message` is safe to show a client."""
+
+    call_id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolApprovalRequest:
+    """A tool call waits for the user's approval (answered with `approval_id`)."""
+
+    call_id: str
+    approval_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDenied:
+    """The user denied a tool call: it was not run."""
+
+    call_id: str
+
+
+ToolInputEvent = ToolInputStart | ToolInputDelta | ToolInputReady
+ProviderEvent = TextDelta | ReasoningDelta | UsageReport | ResponseInfo | Finish | ToolInputEvent
+Event = (Start | TextDelta | ReasoningDelta | UsageReport | ResponseInfo | Finish | ErrorEvent | ToolInputEvent
+         | StepStart | StepFinish | ToolOutput | ToolOutputError | ToolApprovalRequest | ToolDenied)

@@ -10,7 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Role = Literal["user", "assistant"]
+Role = Literal["user", "assistant", "tool"]  # "tool": a message carrying tool results
+ToolChoice = str  # "auto" | "none" | "required" | the name of one tool
 Trigger = Literal["submit-message", "regenerate-message"]
 Complexity = Literal["simple", "medium", "complex"]
 
@@ -21,9 +22,50 @@ def new_message_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the model may call: its name, what it does, and its input as a JSON Schema object."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model made: the provider's call id, the tool's name and its input (parsed JSON).
+
+    `metadata` holds what a provider needs back with the call in a later request, keyed by
+    provider name (Gemini's `thoughtSignature`); adapters of other providers ignore it.
+    """
+
+    id: str
+    name: str
+    input: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What a tool call returned (any JSON value), or its error when `is_error`."""
+
+    call_id: str
+    name: str
+    output: Any
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
+    """One turn sent to a model.
+
+    An assistant turn may carry the `tool_calls` it made (with or without text); a `tool` turn
+    carries `tool_results` (its `content` is usually empty).
+    """
+
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_results: tuple[ToolResult, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +79,8 @@ class ModelRequest:
     max_output_tokens: int | None = None
     stop: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)  # per-provider options, keyed by provider name
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice | None = None  # None: the provider's default ("auto" when tools are offered)
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+OPENAI_BASE_URL = "https://api.openai.com/v1"  # the OpenAI default, defined once
+
 
 def _str(name: str, default: str = "") -> str:
     return os.environ.get(name, default).strip()
@@ -71,7 +73,7 @@ class Settings:
     aws_region: str = "us-east-1"
 
     openai_api_key: str | None = None
-    openai_base_url: str = "https://api.openai.com/v1"
+    openai_base_url: str = OPENAI_BASE_URL
     anthropic_api_key: str | None = None
     anthropic_base_url: str = "https://api.anthropic.com"
     gemini_api_key: str | None = None
@@ -179,7 +181,7 @@ class Settings:
             dynamodb_endpoint_url=_str("DYNAMODB_ENDPOINT_URL") or None,
             aws_region=_str("AWS_REGION", _str("AWS_DEFAULT_REGION", "us-east-1")),
             openai_api_key=openai_key,
-            openai_base_url=_str("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+            openai_base_url=_str("OPENAI_BASE_URL", OPENAI_BASE_URL),
             anthropic_api_key=anthropic_key,
             anthropic_base_url=_str("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
             gemini_api_key=gemini_key,

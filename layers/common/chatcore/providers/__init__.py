@@ -1,57 +1,35 @@
 """Provider adapters behind one interface, and the registry that builds them on first use.
 
-Adding a provider is one module and one line in `_FACTORIES`.
+Adding a provider is one module and one line in `_MODULES`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from importlib import import_module
+from typing import cast
 
 from chatcore import errors
 from chatcore.providers.base import Provider
 from chatcore.settings import Settings
 
-
-def _mock(settings: Settings) -> Provider | None:
-    if not settings.mock_provider:  # local use only, unless MOCK_PROVIDER=true
-        return None
-    from chatcore.providers.mock import MockProvider
-
-    return MockProvider(ttft_ms=settings.mock_ttft_ms, pace_ms=settings.mock_pace_ms, tokens=settings.mock_tokens)
-
-
-def _openai(settings: Settings) -> Provider | None:
-    from chatcore.providers.openai import OpenAIProvider
-    from chatcore.secrets import api_key_getter
-
-    key = api_key_getter(settings, "openai", settings.openai_api_key)
-    if key is None and settings.openai_base_url == "https://api.openai.com/v1":
-        return None
-    return OpenAIProvider(api_key=key, base_url=settings.openai_base_url)
-
-
-def _optional(module: str, factory: str) -> Callable[[Settings], Provider | None]:
-    """A factory that lives in a module written later or not installed: absent means disabled."""
-
-    def build(settings: Settings) -> Provider | None:
-        try:
-            mod = import_module(module)
-        except ModuleNotFoundError:
-            return None
-        return getattr(mod, factory)(settings)  # type: ignore[no-any-return]
-
-    return build
-
-
-_FACTORIES: dict[str, Callable[[Settings], Provider | None]] = {
-    "mock": _mock,
-    "openai": _openai,
-    "anthropic": _optional("chatcore.providers.anthropic", "from_settings"),
-    "gemini": _optional("chatcore.providers.gemini", "from_settings"),
-    "bedrock": _optional("chatcore.providers.bedrock", "from_settings"),
-    "ollama": _optional("chatcore.providers.ollama", "from_settings"),
+# Provider name -> the module whose `from_settings(settings)` builds it (or returns None when its
+# settings are absent). Imported on first use, so a cold start pays only for what it uses; an
+# import error inside an adapter is a bug and raises, it never reads as "not configured".
+_MODULES: dict[str, str] = {
+    "mock": "chatcore.providers.mock",
+    "openai": "chatcore.providers.openai",
+    "anthropic": "chatcore.providers.anthropic",
+    "gemini": "chatcore.providers.gemini",
+    "bedrock": "chatcore.providers.bedrock",
+    "ollama": "chatcore.providers.ollama",
 }
+
+
+def _from_settings(name: str, settings: Settings) -> Provider | None:
+    module = _MODULES.get(name)
+    if module is None:
+        return None
+    return cast("Provider | None", import_module(module).from_settings(settings))
 
 
 class ProviderRegistry:
@@ -63,8 +41,7 @@ class ProviderRegistry:
 
     def _build(self, name: str) -> Provider | None:
         if name not in self._built:
-            factory = _FACTORIES.get(name)
-            self._built[name] = factory(self._settings) if factory else None
+            self._built[name] = _from_settings(name, self._settings)
         return self._built[name]
 
     def get(self, name: str) -> Provider:
@@ -79,7 +56,7 @@ class ProviderRegistry:
 
     def available(self) -> list[str]:
         """Names of the providers whose settings are present."""
-        return sorted(name for name in _FACTORIES.keys() | self._built.keys() if self._build(name) is not None)
+        return sorted(name for name in _MODULES.keys() | self._built.keys() if self._build(name) is not None)
 
 
 def split_model(model: str) -> tuple[str, str]:

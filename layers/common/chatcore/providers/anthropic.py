@@ -3,8 +3,10 @@
 Wire rules handled: input tokens from `message_start` (plus cache reads and writes), the
 cumulative `output_tokens` of `message_delta` (replaced, never added), thinking blocks as
 reasoning, `ping` and unknown events ignored, `event: error` after HTTP 200, and EOF without
-`message_stop` as truncation. Requests: top-level `system`, required `max_tokens`, consecutive
-same-role messages merged (the API wants alternating turns).
+`message_stop` as truncation, `tool_use` blocks with their `input_json_delta` fragments as tool
+calls. Requests: top-level `system`, required `max_tokens`, tools, assistant `tool_use` blocks,
+tool results as `tool_result` blocks of a user turn, consecutive same-role turns merged (the API
+wants alternating turns).
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.messages import ModelRequest
+from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import provider_options
-from chatcore.providers.streaming import SSEStreamParser
+from chatcore.providers.request_body import alternate, input_object, json_text, tool_choice
+from chatcore.providers.streaming import SSEStreamParser, ToolCallStreams, add_counts, malformed, token_count
 from chatcore.settings import Settings
 
 API_VERSION = "2023-06-01"
@@ -97,25 +100,28 @@ class AnthropicStreamParser(SSEStreamParser):
         self._cached: int | None = None
         self._output: int | None = None
         self._stop_reason: str | None = None
+        self._tools = ToolCallStreams()
 
     def _usage(self) -> Usage:
         return Usage(input_tokens=self._input, output_tokens=self._output, cached_input_tokens=self._cached)
 
     def _take_usage(self, raw: Mapping[str, Any], *, with_output: bool) -> None:
-        if raw.get("input_tokens") is not None:
-            cache_read = raw.get("cache_read_input_tokens") or 0
-            cache_write = raw.get("cache_creation_input_tokens") or 0
-            self._input = raw["input_tokens"] + cache_read + cache_write
-            self._cached = raw.get("cache_read_input_tokens")
-        if with_output and raw.get("output_tokens") is not None:
-            self._output = raw["output_tokens"]  # cumulative: replace, never add
+        if not isinstance(raw, Mapping):
+            return
+        input_tokens = token_count(raw.get("input_tokens"))
+        if input_tokens is not None:
+            cache_read = token_count(raw.get("cache_read_input_tokens"))
+            self._input = add_counts(input_tokens, cache_read, token_count(raw.get("cache_creation_input_tokens")))
+            self._cached = cache_read
+        output_tokens = token_count(raw.get("output_tokens"))
+        if with_output and output_tokens is not None:
+            self._output = output_tokens  # cumulative: replace, never add
 
     def _event(self, data: str, out: list[ProviderEvent]) -> None:
         try:
             event = json.loads(data)
         except ValueError:
-            self.error = errors.InStreamError("The provider sent malformed data.", provider=self.provider,
-                                              model=self.model, http_status=200, retryable=True)
+            self.error = malformed(self.provider, self.model)
             return
         if not isinstance(event, dict):
             return
@@ -127,6 +133,17 @@ class AnthropicStreamParser(SSEStreamParser):
                 out.append(TextDelta(delta["text"]))
             elif dtype == "thinking_delta" and delta.get("thinking"):
                 out.append(ReasoningDelta(delta["thinking"]))
+            elif dtype == "input_json_delta" and isinstance(delta.get("partial_json"), str):
+                out.extend(self._tools.append(event.get("index"), delta["partial_json"]))
+        elif kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                key = event.get("index")
+                out.extend(self._tools.begin(key, block.get("id"), block.get("name")))
+                if block.get("input"):  # a block that arrives with its input (no deltas will follow)
+                    out.extend(self._tools.append(key, json.dumps(block["input"])))
+        elif kind == "content_block_stop":
+            out.extend(self._tools.end(event.get("index")))
         elif kind == "message_start":
             message = event.get("message") or {}
             out.append(ResponseInfo(model=message.get("model"), response_id=message.get("id")))
@@ -139,6 +156,7 @@ class AnthropicStreamParser(SSEStreamParser):
             out.append(UsageReport(self._usage()))
         elif kind == "message_stop":
             self._done = True
+            out.extend(self._tools.end_all())
             reason = _FINISH.get(self._stop_reason or "", "other") if self._stop_reason else "stop"
             out.append(Finish(reason=reason, raw_reason=self._stop_reason, usage=self._usage()))
         elif kind == "error":
@@ -151,15 +169,43 @@ class AnthropicStreamParser(SSEStreamParser):
                                               provider_code=etype)
 
 
-def merge_turns(request: ModelRequest) -> list[dict[str, Any]]:
-    """Messages with consecutive same-role turns joined (Anthropic requires alternation)."""
-    merged: list[dict[str, Any]] = []
-    for message in request.messages:
-        if merged and merged[-1]["role"] == message.role:
-            merged[-1]["content"] += "\n\n" + message.content
-        else:
-            merged.append({"role": message.role, "content": message.content})
-    return merged
+def _blocks(message: Message) -> list[dict[str, Any]]:
+    """One domain message as Messages content blocks."""
+    if message.role == "tool":
+        blocks: list[dict[str, Any]] = []
+        for result in message.tool_results:
+            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": result.call_id,
+                                     "content": json_text(result.output)}
+            if result.is_error:
+                block["is_error"] = True
+            blocks.append(block)
+        if message.content:
+            blocks.append({"type": "text", "text": message.content})
+        return blocks
+    blocks = [{"type": "text", "text": message.content}] if message.content or not message.tool_calls else []
+    blocks.extend({"type": "tool_use", "id": c.id, "name": c.name, "input": input_object(c.input)}
+                  for c in message.tool_calls)
+    return blocks
+
+
+def _messages(request: ModelRequest) -> list[dict[str, Any]]:
+    """Messages with tool results in user turns and consecutive same-role turns merged (the API requires
+    alternation); a turn of text only is sent as one string, its parts joined by a blank line.
+    """
+    turns = alternate(({"role": "assistant" if m.role == "assistant" else "user", "content": _blocks(m)}
+                       for m in request.messages), first=lambda block: block["type"] == "tool_result")
+    for turn in turns:
+        if all(block["type"] == "text" for block in turn["content"]):
+            turn["content"] = "\n\n".join(block["text"] for block in turn["content"])
+    return turns
+
+
+def _tool_choice(choice: str) -> dict[str, Any]:
+    if choice in ("auto", "none"):
+        return {"type": choice}
+    if choice == "required":
+        return {"type": "any"}
+    return {"type": "tool", "name": choice}
 
 
 class AnthropicProvider(http.HTTPProvider):
@@ -188,9 +234,15 @@ class AnthropicProvider(http.HTTPProvider):
         body: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
-            "messages": merge_turns(request),
+            "messages": _messages(request),
             "stream": True,
         }
+        if request.tools:
+            body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
+                             for t in request.tools]
+        choice = tool_choice(request)
+        if choice is not None:
+            body["tool_choice"] = _tool_choice(choice)
         if request.system:
             body["system"] = request.system
         if request.temperature is not None:

@@ -31,11 +31,12 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.messages import ModelRequest
+from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import ProbeResult, provider_options
 from chatcore.providers.decoders.eventstream import EventStreamDecoder
-from chatcore.providers.streaming import truncated
+from chatcore.providers.request_body import alternate, input_object, json_text, tool_choice
+from chatcore.providers.streaming import ToolCallStreams, add_counts, malformed, token_count, truncated
 from chatcore.settings import Settings
 
 READ_TIMEOUT_S = 300.0
@@ -133,6 +134,7 @@ class BedrockEventMapper:
         self._stop_reason: str | None = None
         self._usage: Usage | None = None
         self._metadata_seen = False
+        self._tools = ToolCallStreams()
 
     def handle(self, name: str, payload: Mapping[str, Any]) -> list[ProviderEvent]:
         if name == "contentBlockDelta":
@@ -140,24 +142,35 @@ class BedrockEventMapper:
             text = delta.get("text")
             if isinstance(text, str):
                 return [TextDelta(text)] if text else []
+            tool = delta.get("toolUse")
+            if isinstance(tool, Mapping):
+                piece = tool.get("input")
+                return self._tools.append(payload.get("contentBlockIndex"), piece if isinstance(piece, str) else "")
             reasoning = (delta.get("reasoningContent") or {}).get("text")
             if isinstance(reasoning, str) and reasoning:
                 return [ReasoningDelta(reasoning)]
             return []
+        if name == "contentBlockStart":
+            tool = (payload.get("start") or {}).get("toolUse")
+            if isinstance(tool, Mapping):
+                return self._tools.begin(payload.get("contentBlockIndex"), tool.get("toolUseId"), tool.get("name"))
+            return []
+        if name == "contentBlockStop":
+            return self._tools.end(payload.get("contentBlockIndex"))
         if name == "messageStop":
             self._stop_reason = payload.get("stopReason") or "end_turn"
-            return self._maybe_finish()
+            return self._tools.end_all() + self._maybe_finish()
         if name == "metadata":
             # Usage arrives after messageStop, in this event.
             self._metadata_seen = True
-            raw = payload.get("usage") or {}
+            raw = payload.get("usage")
             out: list[ProviderEvent] = []
-            if raw:
-                cache_read = raw.get("cacheReadInputTokens")
-                input_tokens = raw.get("inputTokens")
+            if isinstance(raw, Mapping) and raw:
+                cache_read = token_count(raw.get("cacheReadInputTokens"))
+                input_tokens = token_count(raw.get("inputTokens"))
                 if input_tokens is not None:
-                    input_tokens += (cache_read or 0) + (raw.get("cacheWriteInputTokens") or 0)
-                self._usage = Usage(input_tokens=input_tokens, output_tokens=raw.get("outputTokens"),
+                    input_tokens = add_counts(input_tokens, cache_read, token_count(raw.get("cacheWriteInputTokens")))
+                self._usage = Usage(input_tokens=input_tokens, output_tokens=token_count(raw.get("outputTokens")),
                                     cached_input_tokens=cache_read)
                 out.append(UsageReport(self._usage))
             return out + self._maybe_finish()
@@ -199,8 +212,7 @@ class BedrockStreamParser:
         try:
             frames = self._decoder.feed(chunk)
         except (ParserError, ValueError):
-            self.error = errors.InStreamError("The provider sent a corrupt event stream.", provider=self.provider,
-                                              model=self.model, http_status=200, retryable=True)
+            self.error = malformed(self.provider, self.model, "a corrupt event stream")
             return []
         out: list[ProviderEvent] = []
         for frame in frames:
@@ -221,15 +233,51 @@ class BedrockStreamParser:
         return []
 
 
+def _content(message: Message) -> list[dict[str, Any]]:
+    """One domain message as Converse content blocks (Bedrock refuses blank text next to tool blocks)."""
+    if message.role == "tool":
+        blocks: list[dict[str, Any]] = []
+        for result in message.tool_results:
+            output = result.output
+            value = {"json": output} if isinstance(output, dict) else {"text": json_text(output)}
+            block: dict[str, Any] = {"toolUseId": result.call_id, "content": [value]}
+            if result.is_error:
+                block["status"] = "error"
+            blocks.append({"toolResult": block})
+        if message.content:
+            blocks.append({"text": message.content})
+        return blocks
+    blocks = [{"text": message.content}] if message.content or not message.tool_calls else []
+    blocks.extend({"toolUse": {"toolUseId": c.id, "name": c.name, "input": input_object(c.input)}}
+                  for c in message.tool_calls)
+    return blocks
+
+
 def _messages(request: ModelRequest) -> list[dict[str, Any]]:
-    """Converse messages, consecutive same-role turns merged (models behind Converse want alternation)."""
-    messages: list[dict[str, Any]] = []
-    for message in request.messages:
-        if messages and messages[-1]["role"] == message.role:
-            messages[-1]["content"].append({"text": message.content})
-        else:
-            messages.append({"role": message.role, "content": [{"text": message.content}]})
-    return messages
+    """Converse messages (tool results in user turns), consecutive same-role turns merged (models behind
+    Converse want alternation)."""
+    return alternate(({"role": "assistant" if m.role == "assistant" else "user", "content": _content(m)}
+                      for m in request.messages), first=lambda block: "toolResult" in block)
+
+
+def _tool_config(request: ModelRequest) -> dict[str, Any] | None:
+    """`toolConfig`; Converse has no "none", so "none" sends the tools (which a history with tool
+    blocks requires) without a choice, or nothing when the history has none."""
+    if not request.tools:
+        return None
+    choice = tool_choice(request)
+    if choice == "none" and not any(m.tool_calls or m.tool_results for m in request.messages):
+        return None
+    config: dict[str, Any] = {"tools": [
+        {"toolSpec": {"name": t.name, "description": t.description, "inputSchema": {"json": t.input_schema}}}
+        for t in request.tools]}
+    if choice == "auto":
+        config["toolChoice"] = {"auto": {}}
+    elif choice == "required":
+        config["toolChoice"] = {"any": {}}
+    elif choice not in (None, "none"):
+        config["toolChoice"] = {"tool": {"name": choice}}
+    return config
 
 
 class BedrockProvider:
@@ -288,6 +336,9 @@ class BedrockProvider:
         params: dict[str, Any] = {"modelId": request.model, "messages": _messages(request)}
         if request.system:
             params["system"] = [{"text": request.system}]
+        tool_config = _tool_config(request)
+        if tool_config is not None:
+            params["toolConfig"] = tool_config
         if inference:
             params["inferenceConfig"] = inference
         params.update(options)

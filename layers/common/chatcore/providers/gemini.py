@@ -4,7 +4,11 @@ Wire rules handled: CRLF framing, no end marker (a `finishReason` or a blocked p
 answer; EOF without either is truncation), `usageMetadata` as a running snapshot on every chunk
 (the last one wins), `thought: true` parts as reasoning, the raw pretty-printed JSON error blob
 Gemini appends without a `data:` prefix, safety stops and blocked prompts as
-`Finish(reason="content_filter")`, and `RetryInfo.retryDelay` on 429s.
+`Finish(reason="content_filter")`, `RetryInfo.retryDelay` on 429s, and `functionCall` parts as
+whole tool calls (Gemini sends no call id unless it has one: an id is made up; a `STOP` after
+function calls is a `tool_calls` finish). Requests: `functionDeclarations` with the JSON Schema
+as `parametersJsonSchema`, the model's `functionCall` parts (with their `thoughtSignature`) and
+`functionResponse` parts in a user turn, consecutive same-role turns merged.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.messages import ModelRequest
+from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import provider_options
 from chatcore.providers.decoders.sse import RawLine, SSEDecoder, SSEEvent
-from chatcore.providers.streaming import truncated
+from chatcore.providers.request_body import alternate, input_object, tool_choice
+from chatcore.providers.streaming import ToolCallStreams, malformed, token_count, truncated
 from chatcore.settings import Settings
 
 GEMINI_OPTIONS = frozenset({"generationConfig", "safetySettings", "thinkingConfig", "topP", "topK",
@@ -116,6 +121,7 @@ class GeminiStreamParser:
         self._usage: Usage | None = None
         self._info_sent = False
         self._raw: list[str] = []  # lines of a raw JSON blob outside SSE framing
+        self._tools = ToolCallStreams()
 
     def feed(self, chunk: bytes) -> list[ProviderEvent]:
         if self.error is not None or self._done:
@@ -127,8 +133,7 @@ class GeminiStreamParser:
         if self.error is None and not self._done:
             out = self._items(self._decoder.flush())
         if self.error is None and self._raw:
-            self.error = errors.InStreamError("The provider sent malformed data.", provider=self.provider,
-                                              model=self.model, http_status=200, retryable=True)
+            self.error = malformed(self.provider, self.model)
         if self.error is not None:
             raise self.error
         if not self._done:
@@ -156,8 +161,7 @@ class GeminiStreamParser:
             self._raw = []
             self._chunk(payload, [])
             if self.error is None:
-                self.error = errors.InStreamError("The provider sent unexpected data.", provider=self.provider,
-                                                  model=self.model, http_status=200, retryable=True)
+                self.error = malformed(self.provider, self.model, "unexpected data")
 
     def _chunk(self, chunk: object, out: list[ProviderEvent]) -> None:
         err = _error_object(chunk)
@@ -169,8 +173,7 @@ class GeminiStreamParser:
                 provider_code=str(err.get("status") or ""))
             return
         if not isinstance(chunk, dict):
-            self.error = errors.InStreamError("The provider sent malformed data.", provider=self.provider,
-                                              model=self.model, http_status=200, retryable=True)
+            self.error = malformed(self.provider, self.model)
             return
         if not self._info_sent and (chunk.get("responseId") or chunk.get("modelVersion")):
             self._info_sent = True
@@ -179,11 +182,11 @@ class GeminiStreamParser:
         if isinstance(meta, dict):
             # A running snapshot (take the last, never sum). Thoughts are billed as output, so output
             # counts candidates + thoughts, and reasoning_tokens says how many of them were thoughts.
-            thoughts = meta.get("thoughtsTokenCount")
+            thoughts = token_count(meta.get("thoughtsTokenCount"))
             self._usage = Usage(
-                input_tokens=meta.get("promptTokenCount"),
-                output_tokens=(meta.get("candidatesTokenCount") or 0) + (thoughts or 0),
-                cached_input_tokens=meta.get("cachedContentTokenCount"),
+                input_tokens=token_count(meta.get("promptTokenCount")),
+                output_tokens=(token_count(meta.get("candidatesTokenCount")) or 0) + (thoughts or 0),
+                cached_input_tokens=token_count(meta.get("cachedContentTokenCount")),
                 reasoning_tokens=thoughts,
             )
             out.append(UsageReport(self._usage))
@@ -199,25 +202,61 @@ class GeminiStreamParser:
         if not isinstance(candidate, dict):
             return
         for part in (candidate.get("content") or {}).get("parts") or ():
-            text = part.get("text") if isinstance(part, dict) else None
+            if not isinstance(part, dict):
+                continue
+            text = part.get("text")
             if isinstance(text, str) and text:
                 out.append(ReasoningDelta(text) if part.get("thought") else TextDelta(text))
+            call = part.get("functionCall")
+            if isinstance(call, dict) and isinstance(call.get("name"), str):
+                signature = part.get("thoughtSignature")
+                metadata = {"gemini": {"thoughtSignature": signature}} if isinstance(signature, str) else None
+                call_id = call.get("id") if isinstance(call.get("id"), str) else None
+                out.extend(self._tools.whole(call_id, call["name"], call.get("args") or {}, metadata))
         finish = candidate.get("finishReason")
         if finish:
             self._done = True
-            out.append(Finish(reason=_FINISH.get(finish, "other"), raw_reason=finish, usage=self._usage))
+            reason = _FINISH.get(finish, "other")
+            if reason == "stop" and self._tools.count:
+                reason = "tool_calls"  # Gemini says STOP after function calls
+            out.append(Finish(reason=reason, raw_reason=finish, usage=self._usage))
+
+
+def _parts(message: Message) -> list[dict[str, Any]]:
+    """One domain message as Gemini parts."""
+    parts: list[dict[str, Any]] = []
+    if message.role == "tool":
+        for result in message.tool_results:
+            # Gemini's documented keys: `output` for the result, `error` for a failure.
+            response = {"error": result.output} if result.is_error else {"output": result.output}
+            parts.append({"functionResponse": {"name": result.name, "response": response}})
+        if message.content:
+            parts.append({"text": message.content})
+        return parts
+    if message.content or not message.tool_calls:
+        parts.append({"text": message.content})
+    for call in message.tool_calls:
+        part: dict[str, Any] = {"functionCall": {"name": call.name, "args": input_object(call.input)}}
+        signature = (call.metadata.get("gemini") or {}).get("thoughtSignature")
+        if signature:
+            part["thoughtSignature"] = signature  # Gemini 3 refuses function calls sent back without it
+        parts.append(part)
+    return parts
 
 
 def _contents(request: ModelRequest) -> list[dict[str, Any]]:
-    """Turns with Gemini's `model` role, consecutive same-role turns merged into one."""
-    contents: list[dict[str, Any]] = []
-    for message in request.messages:
-        role = "model" if message.role == "assistant" else "user"
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].append({"text": message.content})
-        else:
-            contents.append({"role": role, "parts": [{"text": message.content}]})
-    return contents
+    """Turns with Gemini's `model` role (tool results in user turns), same-role turns merged into one."""
+    return alternate(({"role": "model" if m.role == "assistant" else "user", "parts": _parts(m)}
+                      for m in request.messages), parts="parts",
+                     first=lambda part: "functionResponse" in part)
+
+
+def _tool_config(choice: str) -> dict[str, Any]:
+    if choice in ("auto", "none"):
+        return {"functionCallingConfig": {"mode": choice.upper()}}
+    if choice == "required":
+        return {"functionCallingConfig": {"mode": "ANY"}}
+    return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice]}}
 
 
 class GeminiProvider(http.HTTPProvider):
@@ -253,6 +292,13 @@ class GeminiProvider(http.HTTPProvider):
                 config[key] = options.pop(key)
         config.update(options.pop("generationConfig", None) or {})
         body: dict[str, Any] = {"contents": _contents(request)}
+        if request.tools:
+            body["tools"] = [{"functionDeclarations": [
+                {"name": t.name, "description": t.description, "parametersJsonSchema": t.input_schema}
+                for t in request.tools]}]
+        choice = tool_choice(request)
+        if choice is not None:
+            body["toolConfig"] = _tool_config(choice)
         if request.system:
             body["systemInstruction"] = {"parts": [{"text": request.system}]}
         if config:

@@ -163,27 +163,29 @@ async def read_error_body(response: httpx.Response, limit: int = 65536) -> str:
     return b"".join(chunks)[:limit].decode("utf-8", errors="replace")
 
 
+def transport_error(exc: httpx.TransportError, provider: str, model: str, *,
+                    reading_body: bool = False) -> errors.ProviderError:
+    """The one mapping of transport failures to provider errors, for every HTTP adapter.
+
+    Timeouts (connect, read, write, pool) are `ProviderTimeoutError`; a connection that breaks
+    while the answer is being read is `TruncatedStreamError` (never a silent end); failing to
+    connect or send is `NetworkError`. Messages never carry the URL or the key.
+    """
+    if isinstance(exc, httpx.TimeoutException):
+        return errors.ProviderTimeoutError("The provider timed out.", provider=provider, model=model)
+    if reading_body and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return errors.TruncatedStreamError("The provider closed the connection before the answer was complete.",
+                                           provider=provider, model=model)
+    return errors.NetworkError("Could not reach the provider.", provider=provider, model=model)
+
+
 async def iter_bytes(response: httpx.Response, provider: str, model: str) -> AsyncIterator[bytes]:
     """The raw body, with transport failures turned into classified provider errors."""
     try:
         async for chunk in response.aiter_bytes():
             yield chunk
-    except httpx.TimeoutException as exc:
-        raise errors.ProviderTimeoutError("The provider timed out.", provider=provider, model=model) from exc
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        raise errors.TruncatedStreamError(
-            "The provider closed the connection before the answer was complete.",
-            provider=provider, model=model,
-        ) from exc
     except httpx.TransportError as exc:
-        raise errors.NetworkError("Could not reach the provider.", provider=provider, model=model) from exc
-
-
-def transport_error(exc: httpx.TransportError, provider: str, model: str) -> errors.ProviderError:
-    """A failure to connect or send, classified (the message never carries the URL or key)."""
-    if isinstance(exc, httpx.TimeoutException):
-        return errors.ProviderTimeoutError("The provider timed out.", provider=provider, model=model)
-    return errors.NetworkError("Could not reach the provider.", provider=provider, model=model)
+        raise transport_error(exc, provider, model, reading_body=True) from exc
 
 
 ErrorFromResponse = Callable[[int, Mapping[str, str], str], errors.ProviderError]

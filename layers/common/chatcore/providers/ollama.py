@@ -2,7 +2,9 @@
 
 Wire rules handled: one JSON object per LF-terminated line, `message.thinking` as reasoning,
 usage only on the `done: true` line (`prompt_eval_count` / `eval_count`), an `{"error": ...}`
-line inside a 200 body, and EOF before `done: true` as truncation. (Ollama's OpenAI-compatible
+line inside a 200 body, EOF before `done: true` as truncation, and `message.tool_calls` (whole,
+`arguments` an object, an id only from recent versions) as tool calls. Requests: `tools`, the
+assistant's `tool_calls`, and one `role: tool` message per result. (Ollama's OpenAI-compatible
 `/v1` endpoint works through the OpenAI adapter instead.)
 """
 
@@ -23,11 +25,12 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.messages import ModelRequest
+from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import provider_options
 from chatcore.providers.decoders.ndjson import NDJSONDecoder
-from chatcore.providers.streaming import truncated
+from chatcore.providers.request_body import input_object, json_text, tool_choice
+from chatcore.providers.streaming import ToolCallStreams, malformed, token_count, truncated
 from chatcore.settings import Settings
 
 # Top-level body fields, and model parameters that go into `options`.
@@ -57,6 +60,7 @@ class OllamaStreamParser:
         self._decoder = NDJSONDecoder()
         self._done = False
         self._info_sent = False
+        self._tools = ToolCallStreams()
 
     def feed(self, chunk: bytes) -> list[ProviderEvent]:
         if self.error is not None or self._done:
@@ -81,8 +85,7 @@ class OllamaStreamParser:
         return out
 
     def _malformed(self) -> None:
-        self.error = errors.InStreamError("The provider sent malformed data.", provider=self.provider,
-                                          model=self.model, http_status=200, retryable=True)
+        self.error = malformed(self.provider, self.model)
 
     def _lines(self, lines: list[Any]) -> list[ProviderEvent]:
         out: list[ProviderEvent] = []
@@ -105,14 +108,38 @@ class OllamaStreamParser:
             content = message.get("content")
             if isinstance(content, str) and content:
                 out.append(TextDelta(content))
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("name"), str):
+                    call_id = call.get("id") if isinstance(call.get("id"), str) else None
+                    arguments = function.get("arguments")
+                    if isinstance(arguments, str):  # not what Ollama documents, but keep what was sent
+                        arguments = http.json_or_none(arguments) or arguments
+                    out.extend(self._tools.whole(call_id, function["name"],
+                                                 {} if arguments is None else arguments))
             if line.get("done"):
                 self._done = True
-                usage = Usage(input_tokens=line.get("prompt_eval_count"), output_tokens=line.get("eval_count"))
+                usage = Usage(input_tokens=token_count(line.get("prompt_eval_count")),
+                              output_tokens=token_count(line.get("eval_count")))
                 raw = line.get("done_reason")
+                reason = _FINISH.get(raw or "stop", "other")
+                if reason == "stop" and self._tools.count:
+                    reason = "tool_calls"  # Ollama says "stop" after tool calls
                 out.append(UsageReport(usage))
-                out.append(Finish(reason=_FINISH.get(raw or "stop", "other"), raw_reason=raw, usage=usage))
+                out.append(Finish(reason=reason, raw_reason=raw, usage=usage))
                 break
         return out
+
+
+def _messages(message: Message) -> list[dict[str, Any]]:
+    """One domain message as `/api/chat` messages (a tool turn is one message per result)."""
+    if message.role == "tool":
+        return [{"role": "tool", "content": json_text(r.output), "tool_name": r.name} for r in message.tool_results]
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [{"function": {"name": c.name, "arguments": input_object(c.input)}}
+                             for c in message.tool_calls]
+    return [out]
 
 
 class OllamaProvider(http.HTTPProvider):
@@ -134,10 +161,11 @@ class OllamaProvider(http.HTTPProvider):
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body of `POST /api/chat` for this request."""
         extra = provider_options(request, "ollama", OLLAMA_OPTIONS)
-        messages: list[dict[str, str]] = []
+        messages: list[dict[str, Any]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
-        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+        for message in request.messages:
+            messages.extend(_messages(message))
         options: dict[str, Any] = {}
         if request.temperature is not None:
             options["temperature"] = request.temperature
@@ -147,6 +175,11 @@ class OllamaProvider(http.HTTPProvider):
             options["stop"] = list(request.stop)
         options.update(extra.pop("options", None) or {})
         body: dict[str, Any] = {"model": request.model, "messages": messages, "stream": True}
+        # Ollama has no tool_choice: "none" withholds the tools, any other choice offers them.
+        if request.tools and tool_choice(request) != "none":
+            body["tools"] = [{"type": "function", "function": {
+                "name": t.name, "description": t.description, "parameters": t.input_schema}}
+                for t in request.tools]
         if options:
             body["options"] = options
         body.update(extra)

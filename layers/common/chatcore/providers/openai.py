@@ -25,12 +25,13 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.messages import ModelRequest
+from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import provider_options
-from chatcore.providers.streaming import SSEStreamParser
+from chatcore.providers.request_body import json_text, tool_choice
+from chatcore.providers.streaming import SSEStreamParser, ToolCallStreams, malformed, token_count
+from chatcore.settings import OPENAI_BASE_URL, Settings
 
-OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Passed through as body fields (ModelRequest.options["openai"]); anything else is a 400.
 OPENAI_OPTIONS = frozenset({
     "top_p", "seed", "presence_penalty", "frequency_penalty", "reasoning_effort", "service_tier",
@@ -49,13 +50,15 @@ _FINISH: dict[str, FinishReason] = {
 
 
 def _usage(raw: Mapping[str, Any]) -> Usage:
-    prompt_details = raw.get("prompt_tokens_details") or {}
-    completion_details = raw.get("completion_tokens_details") or {}
+    prompt_details = raw.get("prompt_tokens_details")
+    completion_details = raw.get("completion_tokens_details")
     return Usage(
-        input_tokens=raw.get("prompt_tokens"),
-        output_tokens=raw.get("completion_tokens"),
-        cached_input_tokens=prompt_details.get("cached_tokens"),
-        reasoning_tokens=completion_details.get("reasoning_tokens"),
+        input_tokens=token_count(raw.get("prompt_tokens")),
+        output_tokens=token_count(raw.get("completion_tokens")),
+        cached_input_tokens=token_count(prompt_details.get("cached_tokens"))
+        if isinstance(prompt_details, dict) else None,
+        reasoning_tokens=token_count(completion_details.get("reasoning_tokens"))
+        if isinstance(completion_details, dict) else None,
     )
 
 
@@ -118,20 +121,21 @@ class OpenAIStreamParser(SSEStreamParser):
         self._finish: str | None = None
         self._usage: Usage | None = None
         self._info_sent = False
+        self._tools = ToolCallStreams()
 
     def _event(self, data: str, out: list[ProviderEvent]) -> None:
         if data == "[DONE]":
             self._done = True
+            out.extend(self._tools.end_all())
             reason = _FINISH.get(self._finish or "", "other") if self._finish else "stop"
+            if reason == "stop" and self._tools.count:
+                reason = "tool_calls"  # compatible servers that call tools but say "stop"
             out.append(Finish(reason=reason, raw_reason=self._finish, usage=self._usage))
             return
         try:
             chunk = json.loads(data)
         except ValueError:
-            self.error = errors.InStreamError(
-                "The provider sent malformed data.", provider=self.provider, model=self.model,
-                http_status=200, retryable=True,
-            )
+            self.error = malformed(self.provider, self.model)
             return
         if not isinstance(chunk, dict):
             return
@@ -158,8 +162,39 @@ class OpenAIStreamParser(SSEStreamParser):
             refusal = delta.get("refusal")
             if isinstance(refusal, str) and refusal:
                 out.append(TextDelta(refusal))
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    self._tool_call(call, out)
             if choice.get("finish_reason"):
                 self._finish = choice["finish_reason"]
+                out.extend(self._tools.end_all())  # the usage chunk may follow; the calls are complete
+
+    def _tool_call(self, call: Mapping[str, Any], out: list[ProviderEvent]) -> None:
+        """One `delta.tool_calls[]` entry: keyed by `index`; id and name first, then argument fragments."""
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        key = call.get("index", 0)
+        call_id = call.get("id") if isinstance(call.get("id"), str) else None
+        name = function.get("name") if isinstance(function.get("name"), str) else None
+        if call_id or name or key not in self._tools:
+            out.extend(self._tools.begin(key, call_id, name))
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            out.extend(self._tools.append(key, arguments))
+        elif isinstance(arguments, dict):  # a few compatible servers send an object
+            out.extend(self._tools.append(key, json.dumps(arguments)))
+
+
+def _message(message: Message) -> list[dict[str, Any]]:
+    """One domain message as Chat Completions messages (a tool turn is one message per result)."""
+    if message.role == "tool":
+        return [{"role": "tool", "tool_call_id": r.call_id, "content": json_text(r.output)}
+                for r in message.tool_results]
+    if message.role == "assistant" and message.tool_calls:
+        return [{"role": "assistant", "content": message.content or None, "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json_text(c.input)}}
+            for c in message.tool_calls]}]
+    return [{"role": message.role, "content": message.content}]
 
 
 class OpenAIProvider(http.HTTPProvider):
@@ -195,11 +230,20 @@ class OpenAIProvider(http.HTTPProvider):
         return f"{self.base_url}/chat/completions"
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
-        messages: list[dict[str, str]] = []
+        messages: list[dict[str, Any]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
-        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+        for message in request.messages:
+            messages.extend(_message(message))
         body: dict[str, Any] = {"model": request.model, "messages": messages, "stream": True}
+        if request.tools:
+            body["tools"] = [{"type": "function", "function": {
+                "name": t.name, "description": t.description, "parameters": t.input_schema}}
+                for t in request.tools]
+        choice = tool_choice(request)
+        if choice is not None:
+            body["tool_choice"] = choice if choice in ("auto", "none", "required") else {
+                "type": "function", "function": {"name": choice}}
         if self.include_usage:
             body["stream_options"] = {"include_usage": True}
         if request.temperature is not None:
@@ -212,3 +256,13 @@ class OpenAIProvider(http.HTTPProvider):
             body["stop"] = list(request.stop)
         body.update(provider_options(request, "openai", OPENAI_OPTIONS))
         return body
+
+
+def from_settings(settings: Settings) -> OpenAIProvider | None:
+    """The provider when a key (or a key secret name) or a non-default base URL is configured."""
+    from chatcore.secrets import api_key_getter
+
+    key = api_key_getter(settings, "openai", settings.openai_api_key)
+    if key is None and settings.openai_base_url == OPENAI_BASE_URL:
+        return None
+    return OpenAIProvider(api_key=key, base_url=settings.openai_base_url)

@@ -25,20 +25,17 @@ class EventStreamFrame:
 class EventStreamDecoder:
     """Feed bytes, get back complete frames. Raises `botocore.eventstream.ParserError` on corruption."""
 
-    __slots__ = ("_buffer", "_pending")
+    __slots__ = ("_buffer",)
 
     def __init__(self) -> None:
         self._buffer = EventStreamBuffer()
-        self._pending = 0
 
     def feed(self, chunk: bytes) -> list[EventStreamFrame]:
         if not chunk:
             return []
         self._buffer.add_data(chunk)
-        self._pending += len(chunk)
         frames: list[EventStreamFrame] = []
         for message in self._buffer:
-            self._pending -= message.prelude.total_length
             headers = message.headers
             kind = str(headers.get(":message-type", "event"))
             if kind == "event":
@@ -52,8 +49,3 @@ class EventStreamDecoder:
                 payload = {"message": str(headers.get(":error-message", ""))}
             frames.append(EventStreamFrame(kind, name, payload if isinstance(payload, dict) else {}))
         return frames
-
-    @property
-    def has_partial_frame(self) -> bool:
-        """Whether bytes of an unfinished frame are buffered (a cut connection, at end of body)."""
-        return self._pending > 0
