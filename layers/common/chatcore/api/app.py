@@ -16,6 +16,7 @@ from chatcore import errors
 from chatcore.api.body_limit import BodySizeLimit
 from chatcore.api.conversations import router as conversations_router
 from chatcore.api.errors import install_error_handlers
+from chatcore.api.models import router as models_router
 from chatcore.api.schemas import ChatRequestBody, check_request_size
 from chatcore.auth import Authenticator, build_authenticator
 from chatcore.chat import ChatService, ChatTurn
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
     app.state.chat = service
     install_error_handlers(app)
     app.include_router(conversations_router)
+    app.include_router(models_router)
 
     # Added before CORS, so CORS stays outermost and even a 413 carries its headers.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
