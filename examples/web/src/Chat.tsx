@@ -46,18 +46,6 @@ export function Chat({ chatId, initialMessages, model, onAnswered }: Props) {
     requestServerStop(chatId);
   };
 
-  // Esc stops the answer from anywhere on the page.
-  const stopRef = useRef(stopAnswer);
-  stopRef.current = stopAnswer;
-  useEffect(() => {
-    if (!busy) return;
-    const onKey = (event: KeyboardEvent) => {
-      if (event.key === "Escape") stopRef.current();
-    };
-    window.addEventListener("keydown", onKey);
-    return () => window.removeEventListener("keydown", onKey);
-  }, [busy]);
-
   // Follow the answer while it grows, unless the reader scrolled up.
   const listRef = useRef<HTMLDivElement>(null);
   const stick = useRef(true);

@@ -1,8 +1,19 @@
-import { useState } from "react";
+import { useEffect, useRef, useState } from "react";
 
 /** The message box: Enter sends, Shift+Enter adds a line, Esc (or Stop) stops the answer. */
 export function Composer({ busy, onSend, onStop }: { busy: boolean; onSend: (text: string) => void; onStop: () => void }) {
   const [text, setText] = useState("");
+  // Esc stops the answer from anywhere on the page.
+  const stopRef = useRef(onStop);
+  stopRef.current = onStop;
+  useEffect(() => {
+    if (!busy) return;
+    const onKey = (event: KeyboardEvent) => {
+      if (event.key === "Escape") stopRef.current();
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [busy]);
   const submit = () => {
     const value = text.trim();
     if (!value || busy) return;
@@ -21,9 +32,6 @@ export function Composer({ busy, onSend, onStop }: { busy: boolean; onSend: (tex
           if (event.key === "Enter" && !event.shiftKey && !event.nativeEvent.isComposing) {
             event.preventDefault();
             submit();
-          } else if (event.key === "Escape" && busy) {
-            event.preventDefault();
-            onStop();
           }
         }}
       />

@@ -55,7 +55,7 @@ export function Sidebar({ conversations, activeId, error, onOpen, onNew, onRenam
                     <button type="button" className="icon" aria-label={`Rename ${title}`} title="Rename"
                       onClick={() => setRenaming({ id: c.id, title: c.title ?? "" })}>✎</button>
                     <button type="button" className="icon" aria-label={`Delete ${title}`} title="Delete"
-                      onClick={() => setConfirming(c.id)}>🗑</button>
+                      onClick={() => setConfirming(c.id)}>×</button>
                   </>
                 )}
               </div>
