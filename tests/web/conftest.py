@@ -49,7 +49,8 @@ def _missing() -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    reason = _missing()
+    # Under CI the setup installs everything: a missing piece fails the tests instead of skipping them.
+    reason = None if os.environ.get("CI") == "true" else _missing()
     for item in items:
         if item.get_closest_marker("browser") and reason:
             item.add_marker(pytest.mark.skip(reason=reason))
