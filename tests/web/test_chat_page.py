@@ -6,6 +6,7 @@ page shows, never how long it took. Screenshots of each step land in artifacts/w
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -306,3 +307,49 @@ def test_an_edited_question_is_answered(open_page: Callable[..., Any]) -> None:
     expect(answer(page).locator(".bubble")).to_have_text("You said: first question")
     edit_last_question(page, "second question")
     expect(answer(page).locator(".bubble")).to_have_text("You said: second question")
+
+
+def test_shift_enter_adds_a_line_and_enter_sends_both(open_page: Callable[..., Any]) -> None:
+    page = open_page("mock/echo")
+    posts = posts_to_chat(page)
+    box = page.get_by_role("textbox", name="Message")
+    box.type("line one")
+    box.press("Shift+Enter")
+    box.type("line two")
+    assert box.input_value() == "line one\nline two" and posts == []
+    box.press("Enter")
+    expect(answer(page).locator(".bubble")).to_contain_text("line two")
+    assert posts[0]["messages"][-1]["parts"][0]["text"] == "line one\nline two"
+    assert box.input_value() == ""
+
+
+@pytest.mark.parametrize(("status", "message", "headers", "shown"), [
+    (401, "Missing API key.", {}, ["Not authorized (401)", "Missing API key.", "Settings"]),
+    (503, "Every provider failed.", {}, ["Server error (503)", "Every provider failed."]),
+    (429, "Too many requests.", {"x-ratelimit-reset": "@reset"}, ["Rate limited (429)", "Too many requests.", "Retry in"]),
+])
+def test_http_errors_are_said_plainly(open_page: Callable[..., Any], shot: Callable[[Any, str], None], status: int,
+                                      message: str, headers: dict[str, str], shown: list[str]) -> None:
+    page = open_page("mock/echo")
+    if headers.get("x-ratelimit-reset") == "@reset":  # a limit that resets in 30 s, without Retry-After
+        headers = {"x-ratelimit-reset": str(int(page.evaluate("Date.now() / 1000")) + 30)}
+
+    def refuse(route: Any) -> None:
+        cors = {"access-control-allow-origin": "*", "access-control-allow-headers": "*",
+                "access-control-expose-headers": "*"}
+        if route.request.method == "OPTIONS":
+            route.fulfill(status=204, headers=cors)
+        else:
+            route.fulfill(status=status, headers={**cors, **headers, "content-type": "application/json"},
+                          body=json.dumps({"error": {"code": "refused", "message": message}}))
+
+    page.route("**/api/chat", refuse)
+    send(page, "Hello")
+    alert = page.get_by_role("alert")
+    alert.wait_for()
+    shot(page, f"http-{status}")
+    for text in shown:
+        assert text in alert.inner_text()
+    if status == 429:
+        seconds = int(alert.inner_text().split("Retry in ")[1].split(" s")[0])
+        assert 25 <= seconds <= 30
