@@ -23,7 +23,7 @@ AISDK_PACKAGE := $(wildcard tests/aisdk/package.json)
 AISDK_STAMP := $(if $(AISDK_PACKAGE),tests/aisdk/node_modules/.setup-stamp)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup dev test invoke bench lint ruff sam-setup validate build deploy clean apikey
+.PHONY: help setup dev test invoke bench lint ruff sam-setup validate build deploy clean apikey web browser
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,10 +44,16 @@ tests/aisdk/node_modules/.setup-stamp: tests/aisdk/package.json $(wildcard tests
 		npm install --prefix tests/aisdk --no-audit --no-fund && touch $@; \
 	fi
 
-dev: setup ## Run the chat app on http://127.0.0.1:$${PORT:-8000} with an embedded DynamoDB
+dev: setup ## Run the chat app and the chat page on http://127.0.0.1:$${PORT:-8000} with an embedded DynamoDB
 	$(VENV)/bin/python -m devtools.devserver
 
-test: setup ## Run the whole test suite
+web: ## Build the example chat page into examples/web/dist (npm ci, vite build)
+	$(PY) -m devtools.web_page
+
+browser: ## Install Debian's Chromium for the browser tests when missing (as root, apt-get)
+	@bash devtools/install_chromium.sh
+
+test: setup browser ## Run the whole test suite
 	$(VENV)/bin/pytest -q
 
 invoke: setup ## Run a handler on an event: make invoke FN=chat|health|summarize EVENT=events/....json

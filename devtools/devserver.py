@@ -15,6 +15,7 @@ import sys
 
 from devtools.function_modules import load_entry_module
 from devtools.local_dynamodb import LocalDynamoDB, local_dynamodb
+from devtools.web_page import serve_web_page
 
 DEFAULT_PORT = 8000
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             # Imported only now: the app reads its settings (table, endpoint, auth) on import.
             app = load_entry_module("chat").app
             print(usage_banner(f"http://{args.host}:{args.port}", database), flush=True)
+            serve_web_page(app, f"http://{args.host}:{args.port}")  # examples/web at `/`
             uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=75)
     except KeyboardInterrupt:
         pass

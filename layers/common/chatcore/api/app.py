@@ -11,6 +11,7 @@ from chatcore.api.body_limit import BodySizeLimit
 from chatcore.api.chat_routes import router as chat_router
 from chatcore.api.conversations import router as conversations_router
 from chatcore.api.errors import StorageErrors, install_error_handlers
+from chatcore.api.models import router as models_router
 from chatcore.auth import Authenticator, build_authenticator
 from chatcore.conversations import dynamo_memory
 from chatcore.conversations.memory import Memory, StatelessMemory
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(conversations_router)
+    app.include_router(models_router)
 
     # Added before CORS, so CORS stays outermost and even a 413 or a 503 carries its headers.
     app.add_middleware(StorageErrors)

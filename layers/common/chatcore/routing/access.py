@@ -34,10 +34,15 @@ class ModelAccess:
             raise ValueError("MODEL_ACCESS_JSON must map tier names to lists of model names or patterns")
         return cls({tier: tuple(names) for tier, names in document.items()})
 
+    def allows(self, tier: str, requested: str) -> bool:
+        """Whether `tier` may use the model named `requested`."""
+        allowed = self.patterns.get(tier, self.patterns.get("*"))
+        return allowed is None or any(fnmatchcase(requested, pattern) for pattern in allowed)
+
     def check(self, tier: str, requested: str) -> None:
         """Raise `RequestError` when `tier` may not use the model it `requested`."""
-        allowed = self.patterns.get(tier, self.patterns.get("*"))
-        if allowed is None or any(fnmatchcase(requested, pattern) for pattern in allowed):
+        if self.allows(tier, requested):
             return
+        allowed = self.patterns.get(tier, self.patterns.get("*")) or ()
         raise errors.RequestError(f"Model {requested!r} is not available on your plan. Allowed: {', '.join(allowed)}.",
                                   valid=list(allowed))
