@@ -37,6 +37,11 @@ class ModelRequest:
     max_output_tokens: int | None = None
     stop: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)  # per-provider options, keyed by provider name
+    top_p: float | None = None
+    seed: int | None = None
+    # OpenAI's shape: {"type": "text" | "json_object" | "json_schema", "json_schema": {...}}; adapters
+    # that cannot constrain the output to JSON refuse anything but "text" (400).
+    response_format: dict[str, Any] | None = None
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
@@ -74,6 +79,11 @@ class ChatRequest:
     temperature: float | None = None
     max_output_tokens: int | None = None
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    response_format: dict[str, Any] | None = None  # see `ModelRequest.response_format`
+    cache: bool | None = None  # the response cache: True asks for it, False refuses it, None: the deployment's setting
 
     def client_system_prompts(self) -> list[str]:
         """System text the client sent: system messages, then the `system` field."""

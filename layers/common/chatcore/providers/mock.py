@@ -19,7 +19,7 @@ from chatcore import errors
 from chatcore.events import Finish, ProviderEvent, ReasoningDelta, ResponseInfo, TextDelta, Usage, UsageReport
 from chatcore.messages import ModelRequest
 from chatcore.providers import http
-from chatcore.providers.base import ProbeResult
+from chatcore.providers.base import ProbeResult, refuse_json_output
 
 LOREM = ["Lorem", "ipsum", "dolor", "sit", "amet,", "consectetur", "adipiscing", "elit,", "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua.", "Ut", "enim", "ad", "minim", "veniam,", "quis", "nostrud", "exercitation", "ullamco", "laboris", "nisi", "ut", "aliquip", "ex", "ea", "commodo", "consequat.", "Duis", "aute", "irure", "dolor", "in", "reprehenderit", "in", "voluptate", "velit", "esse", "cillum", "dolore", "eu", "fugiat", "nulla", "pariatur.", "Excepteur", "sint", "occaecat", "cupidatat", "non", "proident,", "sunt", "in", "culpa", "qui", "officia", "deserunt", "mollit", "anim", "id", "est", "laborum."]
 
@@ -94,6 +94,7 @@ class MockProvider:
         scenario = MockScenario.parse(request.model, ttft_ms=self.ttft_ms, pace_ms=self.pace_ms,
                                       tokens=self.tokens)
         model = request.model.partition("?")[0]
+        refuse_json_output(request, self.name)  # the mock writes prose: it cannot promise JSON
         if scenario.kind == "fail":
             raise self._failure(scenario, model)
         response_id = "mock-" + hashlib.sha1(repr(request.messages).encode()).hexdigest()[:12]

@@ -26,6 +26,7 @@ from chatcore.messages import ChatRequest
 from chatcore.principal import Principal
 from chatcore.routing.router import Router
 from chatcore.routing.turn import ChatTurn
+from chatcore.service.cache import ResponseCache
 from chatcore.settings import Settings
 from chatcore.streams import primed
 from chatcore.tokens import estimate_messages_tokens
@@ -74,11 +75,12 @@ class ChatService:
     """Answers chat turns: limits, memory, routing, recording and settlement, for every entry point."""
 
     def __init__(self, settings: Settings, router: Router, *, memory: Memory | None = None,
-                 limiter: Limiter | None = None) -> None:
+                 limiter: Limiter | None = None, cache: ResponseCache | None = None) -> None:
         self.settings = settings
         self.router = router
         self.memory: Memory = memory or StatelessMemory()
         self.limiter: Limiter = limiter or NoLimits()
+        self.cache = cache  # the opt-in response cache (service/cache.py); None: no caching
 
     async def stream(self, principal: Principal, request: ChatRequest, *, request_id: str | None = None,
                      deadline_s: float | None = None) -> ChatResponse:
@@ -107,10 +109,16 @@ class ChatService:
             chars_per_token=loaded.chars_per_token, temperature=request.temperature, max_output_tokens=max_output,
             message_id=loaded.message_id, conversation_id=loaded.conversation_id, user_id=principal.user_id,
             request_id=request_id, deadline_s=deadline_s, provider_options=request.provider_options,
+            top_p=request.top_p, seed=request.seed, stop=request.stop, response_format=request.response_format,
         )
         try:
-            first, events = await primed(admitted.settle(loaded.record(self.router.stream(turn, route))))
+            # A cache hit replays a stored answer instead of routing; limits and memory treat it as any answer.
+            cached = await self.cache.lookup(principal, request, route, turn) if self.cache else None
+            source = self.cache.serve(cached, turn, lambda: self.router.stream(turn, route)) if self.cache \
+                else self.router.stream(turn, route)
+            first, events = await primed(admitted.settle(loaded.record(source)))
         except BaseException:
             await admitted.release()
             raise
-        return ChatResponse(events=events, headers={**admitted.headers, **routing_headers(first)})
+        headers = {**admitted.headers, **routing_headers(first), **(cached.headers if cached else {})}
+        return ChatResponse(events=events, headers=headers)
