@@ -256,3 +256,39 @@ def test_unknown_paths_under_v1_answer_in_openai_shape(chat_server: Callable[...
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
     legacy = httpx.post(f"{url}/api/chat", json={"model": "gpt-9-ultra", "messages": USER})
     assert legacy.status_code == 400 and legacy.json()["error"]["code"] == "bad_request"  # /api/chat is unchanged
+
+
+class _CapturingProvider:
+    """Answers like the mock and keeps each `ModelRequest` it was asked."""
+
+    name = "capture"
+
+    def __init__(self) -> None:
+        from chatcore.providers.mock import MockProvider
+
+        self.requests: list[Any] = []
+        self._mock = MockProvider(ttft_ms=0, pace_ms=0)
+
+    async def stream(self, request: Any) -> Any:
+        self.requests.append(request)
+        async for event in self._mock.stream(request):
+            yield event
+
+    async def probe(self, timeout: float = 5.0) -> Any:
+        return await self._mock.probe(timeout)
+
+
+def test_sampling_fields_reach_the_provider(chat_server: Callable[..., str]) -> None:
+    capture = _CapturingProvider()
+    sdk = client_for(chat_server(providers={"capture": capture}, allow_client_system_prompt=True))
+    sdk.chat.completions.create(
+        model="capture/echo", temperature=0.3, top_p=0.8, seed=11, stop="STOP", max_tokens=64,
+        messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"},
+                  {"role": "assistant", "content": "hello"}, {"role": "user", "content": "again"}])
+    [request] = capture.requests
+    assert (request.temperature, request.top_p, request.seed, request.stop) == (0.3, 0.8, 11, ("STOP",))
+    assert request.max_output_tokens == 64 and request.system == "Be terse."
+    assert [(m.role, m.content) for m in request.messages] == [("user", "hi"), ("assistant", "hello"),
+                                                               ("user", "again")]
+    sdk.chat.completions.create(model="capture/echo", messages=USER, response_format={"type": "text"})
+    assert capture.requests[-1].response_format == {"type": "text"}

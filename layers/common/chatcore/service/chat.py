@@ -6,9 +6,10 @@ one internal event stream plus the response headers it implies, for the entry po
 
 A turn: bound the request, build the system prompt, resolve the model (400 for an unknown one,
 before anything is stored or charged), admit it against the caller's limits while the
-conversation's history is read, then stream the routed answer through the memory (which stores the
-user message while the model is called and the answer in every outcome) and the limits'
-settlement. Failures before the first event are raised (the entry point answers them as HTTP
+conversation's history is read, look the turn up in the opt-in response cache (`service.cache`:
+a hit replays a stored answer instead of routing), then stream the answer through the memory
+(which stores the user message while the model is called and the answer in every outcome) and the
+limits' settlement. Failures before the first event are raised (the entry point answers them as HTTP
 errors); after it they are `ErrorEvent`s, so a stream never ends silently.
 """
 
