@@ -277,6 +277,28 @@ class ResponseCache:
         background.spawn(put())
 
 
+class Cache(Protocol):
+    """What the chat service asks of a response cache (`ResponseCache`, or `NoCache`)."""
+
+    async def lookup(self, principal: Principal, request: ChatRequest, route: Route,
+                     turn: ChatTurn) -> CacheLookup | None: ...
+
+    def serve(self, lookup: CacheLookup | None, turn: ChatTurn,
+              live: Callable[[], AsyncIterator[Event]]) -> AsyncIterator[Event]: ...
+
+
+class NoCache:
+    """No response cache: every answer is live."""
+
+    async def lookup(self, principal: Principal, request: ChatRequest, route: Route,
+                     turn: ChatTurn) -> CacheLookup | None:
+        return None
+
+    def serve(self, lookup: CacheLookup | None, turn: ChatTurn,
+              live: Callable[[], AsyncIterator[Event]]) -> AsyncIterator[Event]:
+        return live()
+
+
 def build_cache(settings: Settings) -> ResponseCache | None:
     """The response cache when `CACHE_STORE=dynamodb` (the default with a table), else None (no AWS call here)."""
     if settings.cache_store != "dynamodb":

@@ -27,7 +27,7 @@ from chatcore.messages import ChatRequest
 from chatcore.principal import Principal
 from chatcore.routing.router import Router
 from chatcore.routing.turn import ChatTurn
-from chatcore.service.cache import ResponseCache
+from chatcore.service.cache import Cache, NoCache
 from chatcore.settings import Settings
 from chatcore.streams import primed
 from chatcore.tokens import estimate_messages_tokens
@@ -76,12 +76,12 @@ class ChatService:
     """Answers chat turns: limits, memory, routing, recording and settlement, for every entry point."""
 
     def __init__(self, settings: Settings, router: Router, *, memory: Memory | None = None,
-                 limiter: Limiter | None = None, cache: ResponseCache | None = None) -> None:
+                 limiter: Limiter | None = None, cache: Cache | None = None) -> None:
         self.settings = settings
         self.router = router
         self.memory: Memory = memory or StatelessMemory()
         self.limiter: Limiter = limiter or NoLimits()
-        self.cache = cache  # the opt-in response cache (service/cache.py); None: no caching
+        self.cache: Cache = cache or NoCache()  # the opt-in response cache (service/cache.py)
 
     async def stream(self, principal: Principal, request: ChatRequest, *, request_id: str | None = None,
                      deadline_s: float | None = None) -> ChatResponse:
@@ -114,9 +114,8 @@ class ChatService:
         )
         try:
             # A cache hit replays a stored answer instead of routing; limits and memory treat it as any answer.
-            cached = await self.cache.lookup(principal, request, route, turn) if self.cache else None
-            source = self.cache.serve(cached, turn, lambda: self.router.stream(turn, route)) if self.cache \
-                else self.router.stream(turn, route)
+            cached = await self.cache.lookup(principal, request, route, turn)
+            source = self.cache.serve(cached, turn, lambda: self.router.stream(turn, route))
             first, events = await primed(admitted.settle(loaded.record(source)))
         except BaseException:
             await admitted.release()
