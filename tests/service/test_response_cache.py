@@ -14,12 +14,19 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from chatcore.api.app import Components, create_app
+from chatcore.conversations.memory import DynamoMemory
+from chatcore.conversations.store import ConversationStore
+from chatcore.limits import NoLimits
 from chatcore.limits.limiter import DynamoDBLimiter
 from chatcore.limits.policy import LimitPolicy, TierLimits
+from chatcore.providers import ProviderRegistry
+from chatcore.service.cache import DynamoCacheStore, ResponseCache
 
+from tests.conftest import settings_for_tests
 from tests.moto_dynamodb import Table
 
-from .conftest import CountingProvider
+from .conftest import CountingProvider, HeaderAuthenticator
 
 CACHE_ON = {"x-chat-cache": "true"}
 
@@ -254,3 +261,23 @@ def test_a_bad_cache_header_is_a_400(cached_app: Callable[..., str]) -> None:
     response = httpx.post(f"{url}/v1/chat/completions", headers=user_headers("alice", **{"x-chat-cache": "maybe"}),
                           json={"model": "counted/echo", "messages": [{"role": "user", "content": "x"}]})
     assert response.status_code == 400 and "x-chat-cache" in response.json()["error"]["message"]
+
+
+def test_a_hit_on_a_stored_conversation_is_stored_like_a_live_answer(
+        serve_asgi: Callable[..., str], table: Table, counted: CountingProvider) -> None:
+    settings = settings_for_tests(table_name=table.name, dynamodb_endpoint_url=table.endpoint, memory="dynamodb",
+                                  cache_store="dynamodb", summary_trigger_tokens=0)
+    store = ConversationStore(settings, client=table.client)
+    url = serve_asgi(create_app(components=Components(
+        settings=settings, providers=ProviderRegistry(settings, overrides={"counted": counted}),
+        authenticator=HeaderAuthenticator(), limiter=NoLimits(), memory=DynamoMemory(settings, store),
+        conversations=store, cache=ResponseCache(settings, DynamoCacheStore(settings, client=table.client)))))
+    for conversation, expected in (("first-chat", "miss"), ("second-chat", "hit")):
+        response, _ = ui_chat(url, "Hi!", headers=CACHE_ON, id=conversation,
+                              messages=[{"id": f"{conversation}-m1", "role": "user", "content": "Hi!"}])
+        assert response.headers["x-chat-cache"] == expected
+    assert counted.calls == 1
+    stored = httpx.get(f"{url}/api/conversations/second-chat", headers=user_headers("alice")).json()
+    assert [m["role"] for m in stored["messages"]] == ["user", "assistant"]
+    answer = stored["messages"][1]
+    assert "".join(p.get("text", "") for p in answer["parts"] if p["type"] == "text") == "You said: Hi!"
