@@ -1,6 +1,6 @@
 # Streaming chat backend: local development, tests and the SAM bundle.
 # New here? `make dev` (local server with an embedded DynamoDB) and `make test`.
-# GNU make. Everything a target needs it installs (virtualenvs, npm packages for tests/aisdk).
+# GNU make. Everything a target needs it installs (virtualenvs, npm packages for tests/aisdk and tests/openai_js).
 
 SHELL := /bin/bash
 
@@ -21,6 +21,8 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 SAM_STAMP := $(SAMVENV)/.setup-stamp
 AISDK_PACKAGE := $(wildcard tests/aisdk/package.json)
 AISDK_STAMP := $(if $(AISDK_PACKAGE),tests/aisdk/node_modules/.setup-stamp)
+OPENAI_JS_PACKAGE := $(wildcard tests/openai_js/package.json)
+OPENAI_JS_STAMP := $(if $(OPENAI_JS_PACKAGE),tests/openai_js/node_modules/.setup-stamp)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup dev test invoke bench lint ruff sam-setup validate build deploy clean apikey web browser
@@ -28,7 +30,7 @@ AISDK_STAMP := $(if $(AISDK_PACKAGE),tests/aisdk/node_modules/.setup-stamp)
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-setup: $(SETUP_STAMP) $(AISDK_STAMP) ## Create .venv and install the project (re-runs when pyproject.toml changes)
+setup: $(SETUP_STAMP) $(AISDK_STAMP) $(OPENAI_JS_STAMP) ## Create .venv and install the project (re-runs when pyproject.toml changes)
 
 $(SETUP_STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || { echo "Creating $(VENV) with $(PY)"; $(PY) -m venv $(VENV); }
@@ -42,6 +44,14 @@ tests/aisdk/node_modules/.setup-stamp: tests/aisdk/package.json $(wildcard tests
 		npm ci --prefix tests/aisdk --no-audit --no-fund && touch $@; \
 	else \
 		npm install --prefix tests/aisdk --no-audit --no-fund && touch $@; \
+	fi
+
+# The official openai npm client, for the OpenAI-compatible API's tests (tests/api/test_openai_js_client.py).
+tests/openai_js/node_modules/.setup-stamp: tests/openai_js/package.json $(wildcard tests/openai_js/package-lock.json)
+	@if ! command -v npm >/dev/null; then \
+		echo "npm not found: the openai npm client tests will be skipped"; \
+	else \
+		npm ci --prefix tests/openai_js --no-audit --no-fund && touch $@; \
 	fi
 
 dev: setup ## Run the chat app and the chat page on http://127.0.0.1:$${PORT:-8000} with an embedded DynamoDB

@@ -28,6 +28,7 @@ def usage_banner(base_url: str, database: LocalDynamoDB) -> str:
     chat_body = ('{"id":"demo-conversation","messages":[{"id":"m1","role":"user",'
                  '"parts":[{"type":"text","text":"Say hello"}]}],"trigger":"submit-message","model":"mock/echo"}')
     sse_body = '{"messages":[{"role":"user","content":"Say hello"}],"model":"mock/echo"}'
+    openai_body = '{"model":"mock/echo","stream":true,"messages":[{"role":"user","content":"Say hello"}]}'
     return "\n".join([
         f"Chat backend running at {base_url}  (Ctrl-C to stop)",
         f"  {database.describe()}",
@@ -40,6 +41,10 @@ def usage_banner(base_url: str, database: LocalDynamoDB) -> str:
         "Plain SSE:",
         f"  curl -N {base_url}/api/chat/sse -H 'content-type: application/json' \\",
         f"    -d '{sse_body}'",
+        "",
+        f"OpenAI-compatible (any OpenAI SDK with base URL {base_url}/v1):",
+        f"  curl -N {base_url}/v1/chat/completions -H 'content-type: application/json' \\",
+        f"    -d '{openai_body}'",
         "",
     ])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -155,3 +156,44 @@ def test_registry_enables_providers_from_settings() -> None:
     assert split_model("bedrock/anthropic.claude-3-haiku-20240307-v1:0") == (
         "bedrock", "anthropic.claude-3-haiku-20240307-v1:0")
     assert split_model("ollama/llama3.2") == ("ollama", "llama3.2")
+
+
+# --- Sampling parameters and JSON output (the OpenAI-compatible API's request fields) ----------------
+
+SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}}
+SAMPLED = ModelRequest(model="m", messages=(Message("user", "x"),), top_p=0.5, seed=42, stop=("END",),
+                       response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}})
+
+
+def test_openai_sends_top_p_seed_stop_and_response_format() -> None:
+    body = OpenAIProvider(api_key="k").build_body(SAMPLED)
+    assert body["top_p"] == 0.5 and body["seed"] == 42 and body["stop"] == ["END"]
+    assert body["response_format"] == SAMPLED.response_format
+
+
+def test_gemini_sends_top_p_seed_and_a_json_schema() -> None:
+    config = GeminiProvider(api_key="k").build_body(SAMPLED)["generationConfig"]
+    assert config["topP"] == 0.5 and config["seed"] == 42 and config["stopSequences"] == ["END"]
+    assert config["responseMimeType"] == "application/json" and config["responseJsonSchema"] == SCHEMA
+    plain_json = replace(SAMPLED, response_format={"type": "json_object"})
+    config = GeminiProvider(api_key="k").build_body(plain_json)["generationConfig"]
+    assert config["responseMimeType"] == "application/json" and "responseJsonSchema" not in config
+
+
+def test_ollama_sends_top_p_seed_and_format() -> None:
+    body = OllamaProvider().build_body(SAMPLED)
+    assert body["options"]["top_p"] == 0.5 and body["options"]["seed"] == 42 and body["format"] == SCHEMA
+    assert OllamaProvider().build_body(replace(SAMPLED, response_format={"type": "json_object"}))["format"] == "json"
+    assert "format" not in OllamaProvider().build_body(replace(SAMPLED, response_format={"type": "text"}))
+
+
+def test_anthropic_and_bedrock_send_top_p_and_refuse_json_output() -> None:
+    text = replace(SAMPLED, response_format={"type": "text"})
+    anthropic = AnthropicProvider(api_key="k").build_body(text)
+    assert anthropic["top_p"] == 0.5 and anthropic["stop_sequences"] == ["END"] and "seed" not in anthropic
+    bedrock = BedrockProvider(region="us-east-1").build_params(text)
+    assert bedrock["inferenceConfig"]["topP"] == 0.5
+    for build in (AnthropicProvider(api_key="k").build_body, BedrockProvider(region="us-east-1").build_params):
+        with pytest.raises(errors.RequestError) as info:
+            build(SAMPLED)
+        assert info.value.status_code == 400 and info.value.details["param"] == "response_format"

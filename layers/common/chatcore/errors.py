@@ -37,6 +37,14 @@ class RequestError(ChatError):
     code = "bad_request"
 
 
+class UnknownModelError(RequestError):
+    """The request names a model that is neither in the registry nor a configured `provider/model`.
+
+    A 400 `bad_request` on the chat endpoints; the OpenAI-compatible API answers it as OpenAI does,
+    404 `model_not_found`.
+    """
+
+
 class UnauthorizedError(ChatError):
     """No credentials were sent (answered with a bare `WWW-Authenticate: Bearer` challenge)."""
 

@@ -81,6 +81,11 @@ class ModelRequest:
     options: dict[str, Any] = field(default_factory=dict)  # per-provider options, keyed by provider name
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice | None = None  # None: the provider's default ("auto" when tools are offered)
+    top_p: float | None = None
+    seed: int | None = None
+    # OpenAI's shape: {"type": "text" | "json_object" | "json_schema", "json_schema": {...}}; adapters
+    # that cannot constrain the output to JSON refuse anything but "text" (400).
+    response_format: dict[str, Any] | None = None
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
@@ -118,6 +123,11 @@ class ChatRequest:
     temperature: float | None = None
     max_output_tokens: int | None = None
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    response_format: dict[str, Any] | None = None  # see `ModelRequest.response_format`
+    cache: bool | None = None  # the response cache: True asks for it, False refuses it, None: the deployment's setting
 
     def client_system_prompts(self) -> list[str]:
         """System text the client sent: system messages, then the `system` field."""

@@ -64,6 +64,24 @@ def _breaker_store() -> str:
     return raw
 
 
+def _cache_store() -> str:
+    """`CACHE_STORE`, or dynamodb when a table is configured (TABLE_NAME or DYNAMODB_ENDPOINT_URL), else none."""
+    raw = _str("CACHE_STORE").lower()
+    if not raw:
+        return "dynamodb" if (_str("TABLE_NAME") or _str("DYNAMODB_ENDPOINT_URL")) else "none"
+    if raw not in ("dynamodb", "none"):
+        raise ValueError(f"CACHE_STORE must be 'dynamodb' or 'none', got {raw!r}")
+    return raw
+
+
+def _cache_scope() -> str:
+    """`CACHE_SCOPE`: `user` (each caller's own entries) or `tenant:<name>` (every caller shares them)."""
+    raw = _str("CACHE_SCOPE", "user")
+    if raw != "user" and not (raw.startswith("tenant:") and len(raw) > len("tenant:")):
+        raise ValueError(f"CACHE_SCOPE must be 'user' or 'tenant:<name>', got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     stage: str = "local"
@@ -147,6 +165,13 @@ class Settings:
     health_probe_token: str | None = None  # local use; in Lambda the token comes from a secret
     health_probe_token_secret: str | None = None  # "ssm:/path" or a Secrets Manager name (chatcore.secrets)
     health_probe_timeout_s: float = 5.0
+
+    # The opt-in response cache (docs/cache.md).
+    cache_store: str = "none"  # dynamodb | none; defaults to dynamodb when a table is configured
+    cache_ttl_s: int = 86_400
+    cache_scope: str = "user"  # user | tenant:<name>
+    cache_nondeterministic: bool = False  # also cache requests without temperature 0
+    cache_max_bytes: int = 350_000  # larger answers are not cached (DynamoDB items hold 400 KB)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -243,6 +268,11 @@ class Settings:
             health_probe_token=_str("HEALTH_PROBE_TOKEN") or None,
             health_probe_token_secret=_str("HEALTH_PROBE_TOKEN_SECRET") or None,
             health_probe_timeout_s=_float("HEALTH_PROBE_TIMEOUT_S", 5.0),
+            cache_store=_cache_store(),
+            cache_ttl_s=_int("CACHE_TTL_S", 86_400),
+            cache_scope=_cache_scope(),
+            cache_nondeterministic=_bool("CACHE_NONDETERMINISTIC", False),
+            cache_max_bytes=_int("CACHE_MAX_BYTES", 350_000),
         )
 
 

@@ -1,4 +1,5 @@
-"""The chat app: wiring only. Routes live in `chat_routes`, `conversations`; the turn in `service.chat`."""
+"""The chat app: wiring only. Routes live in `chat_routes`, `openai_routes`, `conversations`; the turn in
+`service.chat`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from chatcore.api.chat_routes import router as chat_router
 from chatcore.api.conversations import router as conversations_router
 from chatcore.api.errors import StorageErrors, install_error_handlers
 from chatcore.api.models import router as models_router
+from chatcore.api.openai_routes import router as openai_router
 from chatcore.auth import Authenticator, build_authenticator
 from chatcore.conversations import dynamo_memory
 from chatcore.conversations.memory import Memory, StatelessMemory
@@ -19,13 +21,14 @@ from chatcore.conversations.store import ConversationStore
 from chatcore.limits import Limiter, build_limiter
 from chatcore.providers import ProviderRegistry
 from chatcore.routing.router import Router
+from chatcore.service.cache import ResponseCache, build_cache
 from chatcore.service.chat import ChatService
 from chatcore.settings import Settings, get_settings
 
 # Headers a browser on another origin may read (the Function URL's CORS lists the same).
 EXPOSED_HEADERS = ["x-request-id", "retry-after", "x-ratelimit-limit", "x-ratelimit-remaining",
                    "x-ratelimit-reset", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
-                   "x-chat-deployment", "x-chat-fallbacks"]
+                   "x-chat-deployment", "x-chat-fallbacks", "x-chat-cache"]
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Components:
     memory: Memory
     conversations: ConversationStore | None = None  # the history API's store; None when MEMORY=none
     router: Router | None = None  # built from `providers` when not given
+    cache: ResponseCache | None = None  # the opt-in response cache; None: no caching
 
 
 def default_components(settings: Settings, providers: ProviderRegistry | None = None) -> Components:
@@ -54,6 +58,7 @@ def default_components(settings: Settings, providers: ProviderRegistry | None = 
         memory=stored or StatelessMemory(),
         conversations=stored.store if stored else None,
         router=router,
+        cache=build_cache(settings),  # CACHE_STORE: dynamodb (with a table) or none
     )
 
 
@@ -65,11 +70,12 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
 
     app = FastAPI(title="Streaming chat backend", version="0.1.0", docs_url="/docs", redoc_url=None)
     app.state.components = parts
-    app.state.chat = ChatService(settings, router, memory=parts.memory, limiter=parts.limiter)
+    app.state.chat = ChatService(settings, router, memory=parts.memory, limiter=parts.limiter, cache=parts.cache)
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(conversations_router)
     app.include_router(models_router)
+    app.include_router(openai_router)
 
     # Added before CORS, so CORS stays outermost and even a 413 or a 503 carries its headers.
     app.add_middleware(StorageErrors)
@@ -82,7 +88,7 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
             CORSMiddleware,
             allow_origins=list(settings.cors_allow_origins),
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["content-type", "authorization", "x-api-key"],
+            allow_headers=["content-type", "authorization", "x-api-key", "x-chat-cache"],
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )

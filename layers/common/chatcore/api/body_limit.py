@@ -11,6 +11,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatcore.api.errors import error_body
 from chatcore.errors import PayloadTooLargeError
 
 
@@ -28,8 +29,9 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
+        path = str(scope.get("path", ""))
         if declared is not None and declared > self.max_bytes:
-            await self._reject(send)
+            await self._reject(send, path)
             return
 
         received = 0
@@ -61,11 +63,11 @@ class BodySizeLimit:
             if not exceeded:
                 raise
         if exceeded and not response_started:
-            await self._reject(send)
+            await self._reject(send, path)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, path: str) -> None:
         error = PayloadTooLargeError(f"The request body is larger than {self.max_bytes} bytes.")
-        body = json.dumps(error.public_body()).encode()
+        body = json.dumps(error_body(error, 413, path)).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

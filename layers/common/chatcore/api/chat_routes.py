@@ -13,7 +13,7 @@ from chatcore import background
 from chatcore.api.encoders import sse, ui_message_stream
 from chatcore.api.encoders.coalesce import coalesce_ready
 from chatcore.api.lambda_context import lambda_deadline_s, request_id
-from chatcore.api.schemas import ChatRequestBody, to_chat_request
+from chatcore.api.schemas import CACHE_HEADER, ChatRequestBody, cache_preference, to_chat_request
 from chatcore.events import Event
 from chatcore.streams import closing
 
@@ -25,7 +25,7 @@ DRAIN_TIMEOUT_S = 10.0
 router = APIRouter(tags=["chat"])
 
 
-async def _body(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def response_body(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The response body: the encoded chunks, then (before the response completes, after which
     Lambda may freeze the process) the background work they left behind."""
     async with closing(chunks) as source:
@@ -40,10 +40,11 @@ async def respond(request: Request, body: ChatRequestBody, encode: Encoder,
     parts = request.app.state.components
     rid = request_id(request)
     principal = await parts.authenticator.authenticate(request)
-    answer = await request.app.state.chat.stream(principal, to_chat_request(body), request_id=rid,
+    chat_request = to_chat_request(body, cache_preference(request.headers.get(CACHE_HEADER)))
+    answer = await request.app.state.chat.stream(principal, chat_request, request_id=rid,
                                                  deadline_s=lambda_deadline_s(request))
     # Tokens that arrive together leave in one write (see encoders/coalesce.py).
-    return StreamingResponse(_body(coalesce_ready(encode(answer.events))),
+    return StreamingResponse(response_body(coalesce_ready(encode(answer.events))),
                              headers={**headers, **answer.headers, "x-request-id": rid})
 
 

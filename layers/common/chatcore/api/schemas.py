@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from chatcore.errors import RequestError
 from chatcore.messages import ChatMessage, ChatRequest
 
 # C0 controls other than tab, newline and carriage return, and lone UTF-16 surrogates (which
@@ -70,6 +71,7 @@ class ChatRequestBody(BaseModel):
     provider: str | None = Field(default=None, max_length=40, pattern=r"^[a-z][a-z0-9_-]*$")  # preferred provider
     # Per-provider options, keyed by provider name, as the AI SDK sends them (checked by each adapter).
     providerOptions: dict[str, dict[str, Any]] | None = Field(default=None, max_length=10)
+    cache: bool | None = None  # the response cache (docs/cache.md); the `x-chat-cache` header wins
 
     _clean_system = field_validator("system")(clean_text)
 
@@ -95,12 +97,28 @@ def _stored_parts(message: UIMessage) -> tuple[dict[str, Any], ...] | None:
     return tuple(parts)
 
 
-def to_chat_request(body: ChatRequestBody) -> ChatRequest:
-    """The body in the chat service's terms."""
+CACHE_HEADER = "x-chat-cache"
+
+
+def cache_preference(header: str | None, body_value: bool | None = None) -> bool | None:
+    """The caller's say on the response cache: the `x-chat-cache` header (true/false), else the body's."""
+    if header is not None:
+        value = header.strip().lower()
+        if value in ("true", "1", "yes", "on"):
+            return True
+        if value in ("false", "0", "no", "off"):
+            return False
+        raise RequestError(f"{CACHE_HEADER} must be true or false, got {header!r}.")
+    return body_value
+
+
+def to_chat_request(body: ChatRequestBody, cache: bool | None = None) -> ChatRequest:
+    """The body in the chat service's terms (`cache`: the caller's choice, see `cache_preference`)."""
     return ChatRequest(
         messages=tuple(ChatMessage(role=m.role, text=m.text(), id=m.id, parts=_stored_parts(m))
                        for m in body.messages),
         conversation_id=body.id, trigger=body.trigger, message_id=body.messageId, model=body.model,
         complexity=body.complexity, provider=body.provider, system=body.system, temperature=body.temperature,
         max_output_tokens=body.maxOutputTokens, provider_options=body.providerOptions or {},
+        cache=cache if cache is not None else body.cache,
     )

@@ -47,7 +47,7 @@ class ProviderRegistry:
     def get(self, name: str) -> Provider:
         provider = self._build(name)
         if provider is None:
-            raise errors.RequestError(
+            raise errors.UnknownModelError(
                 f"Provider '{name}' is not configured. Available: {', '.join(self.available())}.")
         return provider
 

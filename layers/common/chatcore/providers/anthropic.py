@@ -28,7 +28,7 @@ from chatcore.events import (
 )
 from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
-from chatcore.providers.base import provider_options
+from chatcore.providers.base import provider_options, refuse_json_output
 from chatcore.providers.request_body import alternate, input_object, json_text, tool_choice
 from chatcore.providers.streaming import SSEStreamParser, ToolCallStreams, add_counts, malformed, token_count
 from chatcore.settings import Settings
@@ -230,7 +230,8 @@ class AnthropicProvider(http.HTTPProvider):
         return f"{self.base_url}/v1/messages"
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
-        """The JSON body of `POST /v1/messages` for this request."""
+        """The JSON body of `POST /v1/messages` for this request (no seed: the API has none)."""
+        refuse_json_output(request, self.name)
         body: dict[str, Any] = {
             "model": request.model,
             "max_tokens": request.max_output_tokens or DEFAULT_MAX_TOKENS,
@@ -249,6 +250,8 @@ class AnthropicProvider(http.HTTPProvider):
             body["temperature"] = request.temperature
         if request.stop:
             body["stop_sequences"] = list(request.stop)
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
         body.update(provider_options(request, "anthropic", ANTHROPIC_OPTIONS))
         return body
 

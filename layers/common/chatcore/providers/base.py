@@ -49,3 +49,24 @@ def provider_options(request: ModelRequest, key: str, allowed: frozenset[str]) -
         raise errors.RequestError(
             f"Unsupported options for {key}: {', '.join(unknown)}. Allowed: {', '.join(sorted(allowed))}.")
     return dict(options)
+
+
+def json_output(request: ModelRequest) -> dict[str, Any] | None:
+    """The request's `response_format` when it asks for JSON (`json_object` or `json_schema`), else None."""
+    fmt = request.response_format
+    if not fmt or fmt.get("type", "text") == "text":
+        return None
+    return fmt
+
+
+def refuse_json_output(request: ModelRequest, provider: str) -> None:
+    """A 400 when the request asks for JSON output from a provider that cannot guarantee it.
+
+    Raised before the call (a client fault, so the router does not fall back to another deployment).
+    """
+    fmt = json_output(request)
+    if fmt is not None:
+        raise errors.RequestError(
+            f"response_format {fmt.get('type')!r} is not supported by provider {provider!r}; "
+            "use a model whose provider can constrain its output to JSON (OpenAI-compatible, Gemini, Ollama).",
+            param="response_format")

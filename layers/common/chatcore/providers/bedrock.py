@@ -33,7 +33,7 @@ from chatcore.events import (
 )
 from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
-from chatcore.providers.base import ProbeResult, provider_options
+from chatcore.providers.base import ProbeResult, provider_options, refuse_json_output
 from chatcore.providers.decoders.eventstream import EventStreamDecoder
 from chatcore.providers.request_body import alternate, input_object, json_text, tool_choice
 from chatcore.providers.streaming import ToolCallStreams, add_counts, malformed, token_count, truncated
@@ -323,6 +323,7 @@ class BedrockProvider:
 
     def build_params(self, request: ModelRequest) -> dict[str, Any]:
         """The keyword arguments of `converse_stream` for this request."""
+        refuse_json_output(request, self.name)
         options = provider_options(request, "bedrock", BEDROCK_OPTIONS)
         inference: dict[str, Any] = {}
         if request.max_output_tokens is not None:
@@ -331,6 +332,8 @@ class BedrockProvider:
             inference["temperature"] = request.temperature
         if request.stop:
             inference["stopSequences"] = list(request.stop)
+        if request.top_p is not None:
+            inference["topP"] = request.top_p
         if "topP" in options:
             inference["topP"] = options.pop("topP")
         params: dict[str, Any] = {"modelId": request.model, "messages": _messages(request)}

@@ -30,7 +30,7 @@ from chatcore.events import (
 )
 from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
-from chatcore.providers.base import provider_options
+from chatcore.providers.base import json_output, provider_options
 from chatcore.providers.decoders.sse import RawLine, SSEDecoder, SSEEvent
 from chatcore.providers.request_body import alternate, input_object, tool_choice
 from chatcore.providers.streaming import ToolCallStreams, malformed, token_count, truncated
@@ -287,6 +287,16 @@ class GeminiProvider(http.HTTPProvider):
             config["maxOutputTokens"] = request.max_output_tokens
         if request.stop:
             config["stopSequences"] = list(request.stop)
+        if request.top_p is not None:
+            config["topP"] = request.top_p
+        if request.seed is not None:
+            config["seed"] = request.seed
+        fmt = json_output(request)
+        if fmt is not None:
+            config["responseMimeType"] = "application/json"
+            schema = (fmt.get("json_schema") or {}).get("schema")
+            if fmt.get("type") == "json_schema" and schema is not None:
+                config["responseJsonSchema"] = schema
         for key in ("thinkingConfig", "topP", "topK"):
             if key in options:
                 config[key] = options.pop(key)

@@ -35,7 +35,7 @@ from chatcore.events import (
 )
 from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
-from chatcore.providers.base import ProbeResult
+from chatcore.providers.base import ProbeResult, refuse_json_output
 from chatcore.providers.streaming import truncated
 from chatcore.settings import Settings
 
@@ -174,6 +174,7 @@ class MockProvider:
         scenario = MockScenario.parse(request.model, ttft_ms=self.ttft_ms, pace_ms=self.pace_ms,
                                       tokens=self.tokens)
         model = request.model.partition("?")[0]
+        refuse_json_output(request, self.name)  # the mock writes prose: it cannot promise JSON
         if scenario.kind == "fail":
             raise self._failure(scenario, model)
         response_id = "mock-" + hashlib.sha1(repr(request.messages).encode()).hexdigest()[:12]

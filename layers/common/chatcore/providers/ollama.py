@@ -27,7 +27,7 @@ from chatcore.events import (
 )
 from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
-from chatcore.providers.base import provider_options
+from chatcore.providers.base import json_output, provider_options
 from chatcore.providers.decoders.ndjson import NDJSONDecoder
 from chatcore.providers.request_body import input_object, json_text, tool_choice
 from chatcore.providers.streaming import ToolCallStreams, malformed, token_count, truncated
@@ -173,6 +173,10 @@ class OllamaProvider(http.HTTPProvider):
             options["num_predict"] = request.max_output_tokens
         if request.stop:
             options["stop"] = list(request.stop)
+        if request.top_p is not None:
+            options["top_p"] = request.top_p
+        if request.seed is not None:
+            options["seed"] = request.seed
         options.update(extra.pop("options", None) or {})
         body: dict[str, Any] = {"model": request.model, "messages": messages, "stream": True}
         # Ollama has no tool_choice: "none" withholds the tools, any other choice offers them.
@@ -180,6 +184,10 @@ class OllamaProvider(http.HTTPProvider):
             body["tools"] = [{"type": "function", "function": {
                 "name": t.name, "description": t.description, "parameters": t.input_schema}}
                 for t in request.tools]
+        fmt = json_output(request)
+        if fmt is not None:  # "json", or the JSON schema itself
+            schema = (fmt.get("json_schema") or {}).get("schema")
+            body["format"] = schema if fmt.get("type") == "json_schema" and schema is not None else "json"
         if options:
             body["options"] = options
         body.update(extra)

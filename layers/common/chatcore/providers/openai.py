@@ -254,6 +254,12 @@ class OpenAIProvider(http.HTTPProvider):
             body[key] = request.max_output_tokens
         if request.stop:
             body["stop"] = list(request.stop)
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.response_format is not None:
+            body["response_format"] = request.response_format
         body.update(provider_options(request, "openai", OPENAI_OPTIONS))
         return body
 

@@ -67,6 +67,7 @@ class _DeploymentSpec(BaseModel):
     timeouts: _Timeouts = Field(default_factory=_Timeouts)
     weight: float = Field(default=1.0, gt=0)
     stand_in: bool = False
+    cache: bool = False  # the response cache, for every request this deployment answers first
 
 
 class _RegistrySpec(BaseModel):
@@ -121,6 +122,7 @@ class Deployment:
     stand_in: bool = False  # a local stand-in (mock): used only when nothing else in the chain is configured
     ad_hoc: bool = False  # selected by `provider/model` (alone, no fallback chain)
     priced: bool = False  # the registry gives its prices (possibly 0): its cost is known, not assumed
+    cache: bool = False  # answers of chains that start here are cached (chatcore.service.cache)
 
     @property
     def qualified_model(self) -> str:
@@ -186,7 +188,7 @@ class ModelRegistry:
             known = self._by_model.get(model)
             chain = (replace(known, ad_hoc=True) if known else ad_hoc_deployment(model),)
         else:
-            raise errors.RequestError(
+            raise errors.UnknownModelError(
                 f"Unknown model {model!r}. Use one of: {', '.join(self.names())}; or 'provider/model'.",
                 valid=self.names())
         if not chain:
@@ -203,7 +205,7 @@ def ad_hoc_deployment(model: str) -> Deployment:
     """A `provider/model` outside the registry: default limits, no price, the service's timeouts."""
     provider, sep, rest = model.partition("/")
     if not sep or not provider or not rest:
-        raise errors.RequestError(
+        raise errors.UnknownModelError(
             f"Model must be a registry name or 'provider/model', e.g. 'mock/echo'; got {model!r}.")
     return Deployment(name=model, provider=provider, model=rest, ad_hoc=True)
 
@@ -223,6 +225,7 @@ def build_registry(raw: Mapping[str, Any], source: str = "inline") -> ModelRegis
             output_price=(d.prices or _Prices()).output, cached_input_price=(d.prices or _Prices()).cached_input,
             first_token_timeout_s=d.timeouts.first_token_s, idle_timeout_s=d.timeouts.idle_s,
             total_timeout_s=d.timeouts.total_s, weight=d.weight, stand_in=d.stand_in, priced=d.prices is not None,
+            cache=d.cache,
         )
         for name, d in spec.deployments.items()
     }

@@ -221,7 +221,8 @@ class Router:
         messages, system = _fit(turn, deployment, max_output)
         return ModelRequest(model=deployment.model, messages=messages, system=system,
                             temperature=turn.temperature, max_output_tokens=max_output,
-                            options=turn.provider_options)
+                            options=turn.provider_options, top_p=turn.top_p, seed=turn.seed, stop=turn.stop,
+                            response_format=turn.response_format)
 
     async def _open(self, turn: ChatTurn, deployment: Deployment, deadline: float
                     ) -> tuple[list[ProviderEvent], AsyncIterator[ProviderEvent]]:

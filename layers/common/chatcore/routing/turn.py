@@ -31,3 +31,7 @@ class ChatTurn:
     complexity: str | None = None  # simple | medium | complex: picks a tier when `model` is empty
     provider: str | None = None  # preferred provider: its deployments go first in the chain
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    top_p: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    response_format: dict[str, Any] | None = None

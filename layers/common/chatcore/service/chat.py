@@ -6,9 +6,10 @@ one internal event stream plus the response headers it implies, for the entry po
 
 A turn: bound the request, build the system prompt, resolve the model (400 for an unknown one,
 before anything is stored or charged), admit it against the caller's limits while the
-conversation's history is read, then stream the routed answer through the memory (which stores the
-user message while the model is called and the answer in every outcome) and the limits'
-settlement. Failures before the first event are raised (the entry point answers them as HTTP
+conversation's history is read, look the turn up in the opt-in response cache (`service.cache`:
+a hit replays a stored answer instead of routing), then stream the answer through the memory
+(which stores the user message while the model is called and the answer in every outcome) and the
+limits' settlement. Failures before the first event are raised (the entry point answers them as HTTP
 errors); after it they are `ErrorEvent`s, so a stream never ends silently.
 """
 
@@ -27,6 +28,7 @@ from chatcore.principal import Principal
 from chatcore.routing.access import ModelAccess
 from chatcore.routing.router import Router
 from chatcore.routing.turn import ChatTurn
+from chatcore.service.cache import Cache, NoCache
 from chatcore.settings import Settings
 from chatcore.streams import primed
 from chatcore.tokens import estimate_messages_tokens
@@ -75,12 +77,13 @@ class ChatService:
     """Answers chat turns: limits, memory, routing, recording and settlement, for every entry point."""
 
     def __init__(self, settings: Settings, router: Router, *, memory: Memory | None = None,
-                 limiter: Limiter | None = None) -> None:
+                 limiter: Limiter | None = None, cache: Cache | None = None) -> None:
         self.settings = settings
         self.router = router
         self.memory: Memory = memory or StatelessMemory()
         self.limiter: Limiter = limiter or NoLimits()
         self.access = ModelAccess.from_json(settings.model_access_json)  # a bad document fails the cold start
+        self.cache: Cache = cache or NoCache()  # the opt-in response cache (service/cache.py)
 
     async def stream(self, principal: Principal, request: ChatRequest, *, request_id: str | None = None,
                      deadline_s: float | None = None) -> ChatResponse:
@@ -110,10 +113,15 @@ class ChatService:
             chars_per_token=loaded.chars_per_token, temperature=request.temperature, max_output_tokens=max_output,
             message_id=loaded.message_id, conversation_id=loaded.conversation_id, user_id=principal.user_id,
             request_id=request_id, deadline_s=deadline_s, provider_options=request.provider_options,
+            top_p=request.top_p, seed=request.seed, stop=request.stop, response_format=request.response_format,
         )
         try:
-            first, events = await primed(admitted.settle(loaded.record(self.router.stream(turn, route))))
+            # A cache hit replays a stored answer instead of routing; limits and memory treat it as any answer.
+            cached = await self.cache.lookup(principal, request, route, turn)
+            source = self.cache.serve(cached, turn, lambda: self.router.stream(turn, route))
+            first, events = await primed(admitted.settle(loaded.record(source)))
         except BaseException:
             await admitted.release()
             raise
-        return ChatResponse(events=events, headers={**admitted.headers, **routing_headers(first)})
+        headers = {**admitted.headers, **routing_headers(first), **(cached.headers if cached else {})}
+        return ChatResponse(events=events, headers=headers)
