@@ -23,7 +23,7 @@ AISDK_PACKAGE := $(wildcard tests/aisdk/package.json)
 AISDK_STAMP := $(if $(AISDK_PACKAGE),tests/aisdk/node_modules/.setup-stamp)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup dev test invoke bench lint ruff sam-setup validate build deploy clean apikey
+.PHONY: help setup dev dev-reset test invoke bench lint ruff sam-setup validate build deploy clean apikey
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,8 +44,11 @@ tests/aisdk/node_modules/.setup-stamp: tests/aisdk/package.json $(wildcard tests
 		npm install --prefix tests/aisdk --no-audit --no-fund && touch $@; \
 	fi
 
-dev: setup ## Run the chat app on http://127.0.0.1:$${PORT:-8000} with an embedded DynamoDB
+dev: setup ## Run the chat app on http://127.0.0.1:$${PORT:-8000} with an embedded DynamoDB (data in .dev/dynamodb/)
 	$(VENV)/bin/python -m devtools.devserver
+
+dev-reset: setup ## `make dev` starting from an empty embedded DynamoDB (the old data is kept aside once)
+	$(VENV)/bin/python -m devtools.devserver --reset
 
 test: setup ## Run the whole test suite
 	$(VENV)/bin/pytest -q
