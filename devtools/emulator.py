@@ -77,12 +77,12 @@ def _item_json(item: Any) -> dict[str, Any] | None:
 class _Tables:
     """Direct look-ups in moto's DynamoDB backend (the emulator's own memory), for the accounting."""
 
-    def __init__(self, environ: dict[str, Any]) -> None:
+    def __init__(self, wsgi_env: dict[str, Any]) -> None:
         from moto.core import DEFAULT_ACCOUNT_ID
         from moto.dynamodb.models import dynamodb_backends
 
-        region = _REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
-        account = environ.get("HTTP_X_MOTO_ACCOUNT_ID") or os.environ.get("MOTO_ACCOUNT_ID") or DEFAULT_ACCOUNT_ID
+        region = _REGION.search(wsgi_env.get("HTTP_AUTHORIZATION", ""))
+        account = wsgi_env.get("HTTP_X_MOTO_ACCOUNT_ID") or DEFAULT_ACCOUNT_ID
         self.backend = dynamodb_backends[account][region[1] if region else "us-east-1"]
 
     def key_of(self, table_name: str, attributes: dict[str, Any]) -> tuple[str, tuple[Any, ...]] | None:
@@ -168,32 +168,32 @@ class EmulatorApp:
         self.accounting = Accounting()
         self._save = save
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
+    def __call__(self, wsgi_env: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = wsgi_env.get("PATH_INFO", "")
         if path.startswith(CONTROL_PREFIX):
-            return self._control(path[len(CONTROL_PREFIX):], environ, start_response)
-        match = _TARGET.match(environ.get("HTTP_X_AMZ_TARGET", ""))
+            return self._control(path[len(CONTROL_PREFIX):], wsgi_env, start_response)
+        match = _TARGET.match(wsgi_env.get("HTTP_X_AMZ_TARGET", ""))
         with self.lock:
             if match is None:
-                return list(self.moto_app(environ, start_response))
-            return self._dynamodb(match[1], environ, start_response)
+                return list(self.moto_app(wsgi_env, start_response))
+            return self._dynamodb(match[1], wsgi_env, start_response)
 
-    def _dynamodb(self, operation: str, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    def _dynamodb(self, operation: str, wsgi_env: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         from devtools.capacity_units import index_write_units, write_units
 
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length else b""
-        environ["wsgi.input"] = io.BytesIO(body)
+        length = int(wsgi_env.get("CONTENT_LENGTH") or 0)
+        body = wsgi_env["wsgi.input"].read(length) if length else b""
+        wsgi_env["wsgi.input"] = io.BytesIO(body)
         stats = self.accounting.operations[operation]
         stats.requests += 1
         try:
             request = json.loads(body or b"{}")
-            tables = _Tables(environ)
+            tables = _Tables(wsgi_env)
             writes = [(tables.key_of(table, attrs), table, attrs, kind, transactional)
                       for table, attrs, kind, transactional in _writes(operation, request)]
             before = {key: tables.get(key) for key, *_ in writes if key is not None}
         except Exception:  # accounting must never break a request: moto answers malformed ones itself
-            return list(self.moto_app(environ, start_response))
+            return list(self.moto_app(wsgi_env, start_response))
 
         status: list[str] = []
 
@@ -201,7 +201,7 @@ class EmulatorApp:
             status.append(code)
             return start_response(code, headers, *args)
 
-        chunks = list(self.moto_app(environ, capture))
+        chunks = list(self.moto_app(wsgi_env, capture))
         with contextlib.suppress(Exception):
             for key, table, attrs, kind, transactional in writes:
                 if key is None:
@@ -215,8 +215,8 @@ class EmulatorApp:
                 stats.read_units += _read_units(operation, request, json.loads(b"".join(chunks) or b"{}"))
         return chunks
 
-    def _control(self, route: str, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
+    def _control(self, route: str, wsgi_env: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        method = wsgi_env.get("REQUEST_METHOD", "GET")
         payload: Any
         if route == "stats" and method == "GET":
             with self.lock:
@@ -332,7 +332,9 @@ def serve(host: str, port: int, state_dir: Path | None, reset: bool, parent_pid:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    threading.Thread(target=server.serve_forever, name="emulator-http", daemon=True).start()
+    # A short poll interval: `shutdown()` waits for one, and every start/stop in the tests pays it.
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="emulator-http",
+                     daemon=True).start()
     while not stop.wait(1.0):
         if parent_pid is not None and os.getppid() != parent_pid:
             break  # the parent died without stopping us: save and go

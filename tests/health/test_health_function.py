@@ -24,7 +24,8 @@ from chatcore.routing import CircuitBreaker, Router, build_registry
 from chatcore.routing.breaker import DynamoBreakerStore
 from chatcore.settings import Settings, get_settings
 
-from tests.routing.upstreams import AWS_ENV, LLMock
+from tests.moto_dynamodb import AWS_ENV, Table
+from tests.routing.upstreams import LLMock
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared"
@@ -49,10 +50,9 @@ def event(name: str, shared_name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def health_env(table: tuple[str, str], llmock: LLMock, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def health_env(table: Table, llmock: LLMock, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """Environment of a deployed health function: the table, an OpenAI upstream (llmock), the registry."""
-    endpoint, name = table
-    env = {**AWS_ENV, "TABLE_NAME": name, "DYNAMODB_ENDPOINT_URL": endpoint, "OPENAI_API_KEY": "sk-test-not-real",
+    env = {**AWS_ENV, "TABLE_NAME": table.name, "DYNAMODB_ENDPOINT_URL": table.endpoint, "OPENAI_API_KEY": "sk-test-not-real",
            "OPENAI_BASE_URL": llmock.openai_base, "MODEL_REGISTRY_JSON": json.dumps(REGISTRY),
            "HEALTH_PROBE_TOKEN": "probe-secret-123", "POWERTOOLS_METRICS_NAMESPACE": "ChatBackend"}
     for key, value in env.items():

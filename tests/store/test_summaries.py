@@ -18,6 +18,8 @@ from chatcore.store.context_window import SUMMARY_HEADING
 from chatcore.store.conversations import ConversationStore, StoredMessage
 from chatcore.store.summarizer import ConversationSummarizer
 
+from tests.moto_dynamodb import Table
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -114,10 +116,10 @@ def _load_summarize_handler() -> Any:
     return module
 
 
-def test_the_summarize_function_handles_its_event(store: ConversationStore, user: str, table: str, moto_url: str,
+def test_the_summarize_function_handles_its_event(store: ConversationStore, user: str, table: Table,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     seed(store, user, "demo", 12)
-    for name, value in {"TABLE_NAME": table, "DYNAMODB_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "test",
+    for name, value in {"TABLE_NAME": table.name, "DYNAMODB_ENDPOINT_URL": table.endpoint, "AWS_ACCESS_KEY_ID": "test",
                         "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1", "SUMMARY_MODEL": "mock/echo",
                         "SUMMARY_KEEP_RECENT": "2", "MOCK_TTFT_MS": "0", "MOCK_PACE_MS": "0"}.items():
         monkeypatch.setenv(name, value)
@@ -162,10 +164,10 @@ def test_chat_triggers_a_summary_that_later_prompts_use(stored_app_server: Any, 
 
 
 def test_a_failing_summarization_raises_for_lambda_to_retry_and_counts_the_failure(
-        store: ConversationStore, user: str, table: str, moto_url: str, monkeypatch: pytest.MonkeyPatch,
+        store: ConversationStore, user: str, table: Table, monkeypatch: pytest.MonkeyPatch,
         capfd: pytest.CaptureFixture[str]) -> None:
     seed(store, user, "doomed", 12)
-    for name, value in {"TABLE_NAME": table, "DYNAMODB_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "test",
+    for name, value in {"TABLE_NAME": table.name, "DYNAMODB_ENDPOINT_URL": table.endpoint, "AWS_ACCESS_KEY_ID": "test",
                         "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
                         "SUMMARY_MODEL": "mock/fail-500", "SUMMARY_KEEP_RECENT": "2"}.items():
         monkeypatch.setenv(name, value)
