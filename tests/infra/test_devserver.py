@@ -88,8 +88,11 @@ def devserver(devserver_env: dict[str, str]) -> Iterator[DevServer]:
         server.stop()
 
 
-def test_devserver_streams_chat_and_stops_the_emulator(devserver: DevServer,
-                                                       sse_data: Callable[[bytes], list[str]]) -> None:
+def test_devserver_streams_chat_stores_it_in_the_emulator_and_keeps_it_across_a_restart(
+        devserver: DevServer, devserver_env: dict[str, str], tmp_path: Path,
+        sse_data: Callable[[bytes], list[str]]) -> None:
+    """With (fake) AWS credentials in the shell, chats stream, are stored in the embedded emulator (never
+    real AWS) and listed; stopping `make dev` saves them to the data directory, and a restart finds them."""
     assert httpx.get(f"{devserver.base_url}/healthz").json() == {"status": "ok"}
 
     body = {"id": "devserver-test", "model": "mock/lorem?tokens=12&pace_ms=40&ttft_ms=0",
@@ -113,6 +116,11 @@ def test_devserver_streams_chat_and_stops_the_emulator(devserver: DevServer,
     # Twelve deltas 40 ms apart arrive over several socket reads: the body is streamed, not buffered.
     assert len(reads) > 1
 
+    _chat(devserver.base_url, "kept-1", "first question")
+    _chat(devserver.base_url, "kept-1", "second question")
+    listed = httpx.get(f"{devserver.base_url}/api/conversations", timeout=30).json()["conversations"]
+    assert sorted((c["id"], c["messageCount"]) for c in listed) == [("devserver-test", 2), ("kept-1", 4)]
+
     assert devserver.stop() == 0
     match = re.search(r"embedded moto at http://127\.0\.0\.1:(\d+) \(pid (\d+)\)", devserver.output)
     assert match, devserver.output
@@ -121,6 +129,17 @@ def test_devserver_streams_chat_and_stops_the_emulator(devserver: DevServer,
     assert "curl -N" in devserver.output and "/api/chat/sse" in devserver.output
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", int(match[1]))) != 0
+    assert f"data: {tmp_path}/" in devserver.output
+    assert (tmp_path / "moto-dynamodb.pickle").is_file()
+
+    again = start_devserver(devserver_env)
+    try:
+        listed = httpx.get(f"{again.base_url}/api/conversations", timeout=30).json()["conversations"]
+        assert sorted(c["id"] for c in listed) == ["devserver-test", "kept-1"]
+        history = httpx.get(f"{again.base_url}/api/conversations/kept-1", timeout=30).json()
+        assert [m["role"] for m in history["messages"]] == ["user", "assistant", "user", "assistant"]
+    finally:
+        again.stop()
 
 
 def _chat(base_url: str, conversation: str, text: str) -> None:
@@ -131,32 +150,6 @@ def _chat(base_url: str, conversation: str, text: str) -> None:
     chunks = [json.loads(line[6:]) for line in response.text.splitlines()
               if line.startswith("data: ") and line != "data: [DONE]"]
     assert "".join(chunk.get("delta", "") for chunk in chunks if chunk["type"] == "text-delta") == f"You said: {text}"
-
-
-def test_chats_work_with_aws_credentials_in_the_shell_and_survive_a_restart(
-        devserver_env: dict[str, str], tmp_path: Path) -> None:
-    """Fake AWS credentials must not send DynamoDB to real AWS: chats are stored in the emulator, listed,
-    saved in the data directory when `make dev` stops, and there again after a restart."""
-    first = start_devserver(devserver_env)
-    try:
-        _chat(first.base_url, "kept-1", "first question")
-        _chat(first.base_url, "kept-1", "second question")
-        _chat(first.base_url, "kept-2", "another chat")
-        listed = httpx.get(f"{first.base_url}/api/conversations", timeout=30).json()["conversations"]
-        assert sorted((c["id"], c["messageCount"]) for c in listed) == [("kept-1", 4), ("kept-2", 2)]
-    finally:
-        assert first.stop() == 0
-    assert f"data: {tmp_path}/" in first.output, first.output
-    assert (tmp_path / "moto-dynamodb.pickle").is_file()
-
-    second = start_devserver(devserver_env)
-    try:
-        listed = httpx.get(f"{second.base_url}/api/conversations", timeout=30).json()["conversations"]
-        assert sorted(c["id"] for c in listed) == ["kept-1", "kept-2"]
-        history = httpx.get(f"{second.base_url}/api/conversations/kept-1", timeout=30).json()
-        assert [m["role"] for m in history["messages"]] == ["user", "assistant", "user", "assistant"]
-    finally:
-        second.stop()
 
 
 def test_real_aws_on_request_fails_at_startup_naming_the_missing_table(devserver_env: dict[str, str],

@@ -67,13 +67,14 @@ def test_embedded_emulator_is_its_own_process_serving_the_template_table(tmp_pat
     assert not _port_is_open(port)
 
 
-def test_shell_credentials_are_kept_for_bedrock_and_used_only_to_sign(tmp_path: Path) -> None:
+def test_shell_credentials_are_kept_for_bedrock_and_used_only_to_sign(aws_emulator: Emulator) -> None:
+    """Same credential handling for the embedded emulator and a local endpoint (here: the suite's emulator)."""
     environ = {"AWS_ACCESS_KEY_ID": "AKIAFAKEFAKEFAKE", "AWS_SECRET_ACCESS_KEY": "fake", "AWS_SESSION_TOKEN": "tok",
-               "LOCAL_DYNAMODB_DIR": str(tmp_path)}
+               "DYNAMODB_ENDPOINT_URL": aws_emulator.endpoint, "TABLE_NAME": f"creds-{uuid.uuid4().hex[:8]}"}
     with local_dynamodb(environ) as database:
-        assert database.backend == "moto"
+        assert database.backend == "endpoint"
         assert (environ["AWS_ACCESS_KEY_ID"], environ["AWS_SESSION_TOKEN"]) == ("AKIAFAKEFAKEFAKE", "tok")
-        assert environ["DYNAMODB_ENDPOINT_URL"] == database.endpoint_url
+        assert _client(environ).describe_table(TableName=environ["TABLE_NAME"])  # type: ignore[attr-defined]
 
 
 def _put(environ: dict[str, str], conversation: str) -> None:
