@@ -61,8 +61,8 @@ invoke: setup ## Run a handler on an event: make invoke FN=chat|health|summarize
 apikey: setup ## Manage API keys: make apikey ARGS="create --owner alice --tier pro" (or list, revoke KEY_ID)
 	$(VENV)/bin/python -m chatcore.auth.api_keys_cli $(ARGS)
 
-bench: setup ## Run the benchmarks
-	$(VENV)/bin/python -m bench
+bench: setup ## Run the benchmarks (ARGS=--quick for a short run, ARGS="--only fullstack,sustained")
+	$(VENV)/bin/python -m bench $(ARGS)
 
 lint: ruff ## ruff on everything, mypy on the chatcore package
 	$(VENV)/bin/mypy layers/common/chatcore

@@ -299,6 +299,9 @@ def report(relay: PathResult, full: PathResult, per_turn: dict[str, dict[str, fl
         "",
         f"### DynamoDB requests of one turn (counted at the emulator, mean of {options.turn_samples} turns)",
         "",
+        f"The turns continue one conversation, so its history grows to {2 * options.turn_samples} messages and the "
+        "history Query reads more toward the end; the first turn (which creates the conversation) is not counted.",
+        "",
         "Counted in the emulator process by `X-Amz-Target`; capacity units computed there from the sizes of the "
         "items each request reads and writes (before and after), by DynamoDB's rules (`devtools/capacity_units.py`: "
         "1 write unit per started KB of the larger image, x2 in a transaction, plus index writes; 1 read unit per "
