@@ -25,7 +25,7 @@ OPENAI_JS_PACKAGE := $(wildcard tests/openai_js/package.json)
 OPENAI_JS_STAMP := $(if $(OPENAI_JS_PACKAGE),tests/openai_js/node_modules/.setup-stamp)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup dev test invoke bench lint ruff sam-setup validate build deploy clean apikey web browser
+.PHONY: help setup dev dev-reset test invoke bench lint ruff sam-setup validate build deploy clean apikey web browser
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,8 +54,11 @@ tests/openai_js/node_modules/.setup-stamp: tests/openai_js/package.json $(wildca
 		npm ci --prefix tests/openai_js --no-audit --no-fund && touch $@; \
 	fi
 
-dev: setup ## Run the chat app and the chat page on http://127.0.0.1:$${PORT:-8000} with an embedded DynamoDB
+dev: setup ## Run the chat app and the chat page on http://127.0.0.1:$${PORT:-8000} with an embedded DynamoDB (data in .dev/dynamodb/)
 	$(VENV)/bin/python -m devtools.devserver
+
+dev-reset: setup ## `make dev` starting from an empty embedded DynamoDB (the old data is kept aside once)
+	$(VENV)/bin/python -m devtools.devserver --reset
 
 web: ## Build the example chat page into examples/web/dist (npm ci, vite build)
 	$(PY) -m devtools.web_page
@@ -74,8 +77,8 @@ invoke: setup ## Run a handler on an event: make invoke FN=chat|health|summarize
 apikey: setup ## Manage API keys: make apikey ARGS="create --owner alice --tier pro" (or list, revoke KEY_ID)
 	$(VENV)/bin/python -m chatcore.auth.api_keys_cli $(ARGS)
 
-bench: setup ## Run the benchmarks
-	$(VENV)/bin/python -m bench
+bench: setup ## Run the benchmarks (ARGS=--quick for a short run, ARGS="--only fullstack,sustained")
+	$(VENV)/bin/python -m bench $(ARGS)
 
 lint: ruff ## ruff on everything, mypy on the chatcore package, import-linter's layer contracts
 	$(VENV)/bin/mypy layers/common/chatcore

@@ -1,8 +1,10 @@
 """`make bench`: run every benchmark section and write docs/benchmarks.md.
 
 The chat relay section is `bench.chat`; the other sections come from `bench.providers`,
-`bench.routing`, `bench.storage` and `bench.limits` when those modules exist, each exposing
-`run() -> str` (a markdown section). A section that fails is reported in the file and makes the
+`bench.routing`, `bench.storage`, `bench.limits`, `bench.fullstack` (storage, limits and leases vs
+relay only, DynamoDB units and cost per turn) and `bench.sustained` (thousands of turns through the
+dev server) when those modules exist, each exposing `run() -> str` (a markdown section; `run(quick=True)`
+when it has a quick mode). A section that fails is reported in the file and makes the
 command exit non-zero; the others still run.
 
     python -m bench                 # full run, writes docs/benchmarks.md
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib
 import importlib.util
+import inspect
 import os
 import platform
 import sys
@@ -27,7 +31,7 @@ from pathlib import Path
 
 from bench import chat
 
-OTHER_SECTIONS = ("providers", "routing", "storage", "limits")
+OTHER_SECTIONS = ("providers", "routing", "storage", "limits", "fullstack", "sustained")
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
@@ -60,7 +64,8 @@ def sections(names: set[str] | None, quick: bool) -> list[tuple[str, Callable[[]
     for name in OTHER_SECTIONS:
         if (names is None or name in names) and importlib.util.find_spec(f"bench.{name}") is not None:
             module = importlib.import_module(f"bench.{name}")
-            found.append((name, module.run))
+            takes_quick = "quick" in inspect.signature(module.run).parameters
+            found.append((name, functools.partial(module.run, quick=quick) if takes_quick else module.run))
     return found
 
 

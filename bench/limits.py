@@ -48,14 +48,14 @@ def _stats(values: list[float]) -> str:
 def _moto() -> tuple[Any, Any]:
     import boto3
     from botocore.config import Config
-    from moto.server import ThreadedMotoServer
+
+    from devtools.emulator import start_emulator
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access line per request is noise
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = start_emulator(port=port)  # the emulator process of `make dev`
     client = boto3.session.Session().client(
         "dynamodb", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
         aws_access_key_id="bench", aws_secret_access_key="bench", config=Config(max_pool_connections=32))
@@ -182,10 +182,10 @@ def run() -> str:
     lines = [
         "## Authentication and limits",
         "",
-        f"What `AUTH_MODE` and `LIMITS_ENABLED` add before the first token, {ROUNDS} rounds against moto's "
-        "server mode on 127.0.0.1 (`bench/limits.py`). Requests are counted with a botocore hook; "
+        f"What `AUTH_MODE` and `LIMITS_ENABLED` add before the first token, {ROUNDS} rounds against the "
+        "emulator process of `make dev` on 127.0.0.1 (`bench/limits.py`). Requests are counted with a botocore hook; "
         "\"round trips on the critical path\" counts requests that run one after another (parallel "
-        "requests cost one). Moto answers in-process, so real DynamoDB (single-digit ms per request "
+        "requests cost one). The emulator is local, so real DynamoDB (single-digit ms per request "
         "in-region) adds its latency once per critical-path round trip; the counts carry over exactly.",
         "",
         "| step | DynamoDB requests | round trips on the critical path | median / p95 ms |",
@@ -196,8 +196,8 @@ def run() -> str:
         "window, lease), so they cost one round trip, and the endpoint overlaps that with the history "
         "read, so with memory on, auth plus limits add no extra round trip when the API key is cached "
         "or a JWT is used. A refused request costs a second round trip (undoing the other reservations) "
-        "before its 429. Moto handles the three parallel updates largely one after another (one Python "
-        "process), so here `admit` costs about three single updates; DynamoDB serves them in parallel. "
+        "before its 429. The emulator evaluates the three parallel updates one after another (one "
+        "request at a time, as DynamoDB serializes writes to one item), so here `admit` costs about three single updates; DynamoDB serves them in parallel. "
         "Settlement (give back unused tokens, free the lease) runs after the last token "
         "and before the final event, so it delays only the end marker, never the first token.",
     ]

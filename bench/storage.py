@@ -92,20 +92,18 @@ def run() -> str:
     from chatcore.conversations.memory import DynamoMemory
     from chatcore.conversations.store import ConversationStore, StoredMessage
     from chatcore.settings import Settings
-    from moto.server import ThreadedMotoServer
 
+    from devtools.emulator import start_emulator
     from devtools.template_tables import create_tables
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    server = start_emulator()  # the emulator process of `make dev` (moto, patched, one request at a time)
     try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+        endpoint = server.endpoint
         client = boto3.session.Session().client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
                                                 aws_access_key_id="bench", aws_secret_access_key="bench")
         rows = []
         for size in HISTORY_SIZES:
-            table = f"bench-{uuid.uuid4().hex[:8]}"  # one table per size: moto copies a table per transaction
+            table = f"bench-{uuid.uuid4().hex[:8]}"  # one table per size
             create_tables(client, table_name=table)
             settings = Settings(table_name=table, dynamodb_endpoint_url=endpoint, memory="dynamodb",
                                 summary_trigger_tokens=0)
@@ -127,7 +125,7 @@ def run() -> str:
     lines = [
         "## Storage (DynamoDB memory)",
         "",
-        f"`DynamoMemory` against moto server mode on 127.0.0.1, {ROUNDS} turns per row (medians). "
+        f"`DynamoMemory` against the emulator process (`devtools/emulator.py`: moto, patched) on 127.0.0.1, {ROUNDS} turns per row (medians). "
         "Round trips are counted with a botocore `before-send`/`after-call` hook on the client; "
         "\"sum of calls\" adds each call's own duration, so when it exceeds the wall time the calls overlapped.",
         "",
@@ -148,8 +146,8 @@ def run() -> str:
         "`asyncio.gather`, so the latency is that of the slower of the two. After the last token, the assistant "
         "message is one TransactWriteItems, written before the `finish` chunk is sent (so a Lambda freeze after "
         "the response cannot lose it). A conversation whose unsummarized history exceeds one Query page "
-        "(100 items, or 1 MB) needs more reads: the summary keeps that rare. Moto deep-copies the table on "
-        "every transaction, so its write times grow with the table and overstate DynamoDB's (single-digit ms).",
+        "(100 items, or 1 MB) needs more reads: the summary keeps that rare. The emulator evaluates one "
+        "request at a time and spends a few ms of Python per request, so its times overstate DynamoDB's.",
     ]
     return "\n".join(lines) + "\n"
 

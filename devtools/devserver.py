@@ -1,9 +1,11 @@
 """Local dev server: `python -m devtools.devserver` (or `make dev`).
 
 Serves the chat app (`functions/chat/main.py:app`) with uvicorn on 127.0.0.1:${PORT:-8000}, streaming
-exactly as under the Lambda Web Adapter. DynamoDB is chosen by `devtools.local_dynamodb` (the embedded
-moto emulator unless an endpoint or real AWS credentials are configured). Auth defaults to
-`AUTH_MODE=none` (everyone is `local-user`). Ctrl-C stops the server and the emulator.
+exactly as under the Lambda Web Adapter. DynamoDB is chosen by `devtools.local_dynamodb`: the embedded
+emulator (moto in its own process, data kept in `.dev/dynamodb/`) unless `LOCAL_DYNAMODB=aws` or
+`DYNAMODB_ENDPOINT_URL` says otherwise; AWS credentials in the shell never switch to real AWS.
+`--reset` (`make dev-reset`) starts the emulator empty. Auth defaults to `AUTH_MODE=none` (everyone
+is `local-user`). Ctrl-C stops the server, then the emulator, which saves its data.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import signal
 import sys
 
 from devtools.function_modules import load_entry_module
-from devtools.local_dynamodb import LocalDynamoDB, local_dynamodb
+from devtools.local_dynamodb import LocalDynamoDB, LocalDynamoDBError, local_dynamodb
 from devtools.web_page import serve_web_page
 
 DEFAULT_PORT = 8000
@@ -56,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or DEFAULT_PORT),
                         help="port (default $PORT or 8000)")
     parser.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    parser.add_argument("--reset", action="store_true",
+                        help="start the embedded DynamoDB empty (the previous data is kept aside once)")
+    parser.add_argument("--no-access-log", action="store_true", help="no uvicorn line per request")
     return parser.parse_args(argv)
 
 
@@ -74,18 +79,22 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    backend = None
+    embedded = False
     try:
-        with local_dynamodb() as database:
-            backend = database.backend
+        with local_dynamodb(reset=args.reset) as database:
+            embedded = database.emulator is not None
             # Imported only now: the app reads its settings (table, endpoint, auth) on import.
             app = load_entry_module("chat").app
             print(usage_banner(f"http://{args.host}:{args.port}", database), flush=True)
             serve_web_page(app, f"http://{args.host}:{args.port}")  # examples/web at `/`
-            uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=75)
+            uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=75,
+                        access_log=not args.no_access_log)
     except KeyboardInterrupt:
         pass
-    if backend == "moto":
+    except LocalDynamoDBError as exc:
+        print(f"Cannot start: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if embedded:
         print("Embedded DynamoDB emulator stopped.", flush=True)
     print("Dev server stopped.", flush=True)
     return 0

@@ -4,7 +4,8 @@
 result as JSON. `chat` runs behind the Lambda Web Adapter in Lambda; here the Function URL event goes
 through Mangum wrapping the same FastAPI app, so the response is buffered (fine for checking routes,
 bodies and headers; use `make dev` to see streaming). DynamoDB is chosen as for the dev server
-(`devtools.local_dynamodb`). The result goes to stdout; logs and EMF metrics go to stderr.
+(`devtools.local_dynamodb`: the embedded emulator, with the same `.dev/dynamodb/` data, unless
+`LOCAL_DYNAMODB=aws` or `DYNAMODB_ENDPOINT_URL`). The result goes to stdout; logs and EMF metrics go to stderr.
 Exit status: 0, 1 when the chat response is 4xx/5xx, 2 when the event or function cannot be loaded.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from devtools.function_modules import ENTRY_FILES, load_entry_module
 from devtools.lambda_context import FakeLambdaContext
-from devtools.local_dynamodb import local_dynamodb
+from devtools.local_dynamodb import LocalDynamoDBError, start_local_dynamodb
 
 LOCAL_DEFAULTS = {"AUTH_MODE": "none", "STAGE": "local"}
 
@@ -76,15 +77,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in LOCAL_DEFAULTS.items():
         os.environ.setdefault(name, value)
 
-    with local_dynamodb() as database:
+    try:
+        database = start_local_dynamodb()
+    except LocalDynamoDBError as exc:
+        print(f"cannot run {args.function}: {exc}", file=sys.stderr)
+        return 2
+    try:
         print(database.describe(), file=sys.stderr)
-        try:
-            # Handlers log and emit EMF metrics on stdout, as in Lambda; keep stdout for the result.
-            with contextlib.redirect_stdout(sys.stderr):
-                result = invoke(args.function, event)
-        except FileNotFoundError as exc:
-            print(f"cannot run {args.function}: {exc}", file=sys.stderr)
-            return 2
+        # Handlers log and emit EMF metrics on stdout, as in Lambda; keep stdout for the result.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = invoke(args.function, event)
+    except FileNotFoundError as exc:
+        print(f"cannot run {args.function}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        database.stop()
 
     if args.function == "chat":
         print(format_http_response(result))

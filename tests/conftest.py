@@ -2,7 +2,9 @@
 
 `serve_asgi` / `chat_server` run an app in a real uvicorn server on 127.0.0.1 (httpx's
 ASGITransport buffers whole bodies, so only a real socket can show streaming). `sse_data` is a
-strict parser of SSE bodies as the AI SDK reads them.
+strict parser of SSE bodies as the AI SDK reads them. `aws_emulator`, `dynamodb` and `table` are
+the one way tests reach DynamoDB (and S3, SSM...): the out-of-process emulator of `make dev`
+(tests/moto_dynamodb.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from chatcore.api.app import Components, create_app, default_components
 from chatcore.providers import ProviderRegistry
 from chatcore.providers.base import Provider
 from chatcore.settings import Settings
+
+from devtools.emulator import Emulator
+from tests import moto_dynamodb
+from tests.moto_dynamodb import Table
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 
@@ -87,6 +93,31 @@ def serve_asgi() -> Iterator[Callable[..., str]]:
     yield serve
     for server in reversed(servers):
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def aws_emulator() -> Emulator:
+    """The session's emulator process (tests/moto_dynamodb.py); `.endpoint` is its URL."""
+    return moto_dynamodb.emulator()
+
+
+@pytest.fixture(scope="session")
+def dynamodb(aws_emulator: Emulator) -> Any:
+    """A DynamoDB client for the emulator."""
+    return moto_dynamodb.client()
+
+
+@pytest.fixture
+def table(dynamodb: Any, monkeypatch: pytest.MonkeyPatch) -> Table:
+    """A fresh, empty table per test (schema from template.yaml), in the emulator.
+
+    Dummy AWS credentials and region are set in the environment for the test, so code that builds its
+    own client from the environment signs with them and never with a developer's real keys.
+    """
+    for key, value in moto_dynamodb.AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return moto_dynamodb.new_table(dynamodb)
 
 
 def settings_for_tests(**overrides: Any) -> Settings:

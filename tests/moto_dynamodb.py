@@ -1,19 +1,19 @@
-"""DynamoDB (and the other AWS services) in moto's server mode on 127.0.0.1, for every test that needs it.
+"""The AWS emulator of the test suite: the same process `make dev` runs (`devtools.emulator`).
 
-One server per test process (started on first use, stopped at exit); every test gets a fresh table
-with the schema of `template.yaml` (through `devtools.template_tables`), so tests never share state.
-Server mode (not the in-process mock) is what lets threads race over real HTTP.
+One emulator per test session, started on first use and stopped at exit: moto's server in its own
+process on 127.0.0.1, serving every moto service (DynamoDB, S3, SSM, ...), with the transaction and
+query patches of `devtools.moto_patches`. It evaluates one request at a time, restoring DynamoDB's
+per-item write atomicity that moto's threaded server lacks, while clients still race over concurrent
+connections: the race tests prove exactness against it.
 
-Moto's threaded server evaluates a conditional update without any lock, so two racing requests can
-both pass a condition that real DynamoDB (which applies writes to an item one at a time) would let
-only one pass. The server here serializes the evaluation of requests, restoring that documented
-per-item atomicity, while clients still race over concurrent connections.
+The fixtures built on this (in tests/conftest.py) are the only way tests reach it: `aws_emulator`
+(the process), `dynamodb` (a client) and `table` (a fresh, empty table per test with the schema of
+template.yaml, so tests never share state).
 """
 
 from __future__ import annotations
 
 import atexit
-import logging
 import threading
 import uuid
 from dataclasses import dataclass
@@ -22,55 +22,56 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from devtools.emulator import Emulator, start_emulator
 from devtools.template_tables import create_tables
 
+REGION = "us-east-1"
+# Dummy credentials: the emulator accepts anything, and real keys must never be used by a test.
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+           "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+
 _lock = threading.Lock()
-_endpoint: str | None = None
+_emulator: Emulator | None = None
 
 
-def _serialized(app: Any) -> Any:
-    """A WSGI app that handles one request at a time (DynamoDB's per-item write atomicity)."""
-    lock = threading.Lock()
-
-    def handle(environ: Any, start_response: Any) -> list[bytes]:
-        with lock:
-            return list(app(environ, start_response))
-
-    return handle
+def emulator() -> Emulator:
+    """The session's emulator process, started on first use (in memory only: nothing is saved)."""
+    global _emulator
+    with _lock:
+        if _emulator is None:
+            _emulator = start_emulator()
+            atexit.register(_emulator.stop)
+    return _emulator
 
 
 def endpoint() -> str:
-    """The URL of the shared moto server, starting it on first use."""
-    global _endpoint
-    with _lock:
-        if _endpoint is None:
-            from moto.moto_server.werkzeug_app import (
-                DomainDispatcherApplication,
-                MotoRequestHandler,
-                create_backend_app,
-            )
-            from werkzeug.serving import make_server
-
-            logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access line per call is noise
-            app = _serialized(DomainDispatcherApplication(create_backend_app))
-            server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
-            threading.Thread(target=server.serve_forever, name="moto-dynamodb", daemon=True).start()
-            atexit.register(server.shutdown)
-            _endpoint = f"http://127.0.0.1:{server.server_port}"
-    return _endpoint
+    """The emulator's URL."""
+    return emulator().endpoint
 
 
-def client(url: str | None = None) -> Any:
-    """A DynamoDB client for the moto server (dummy credentials, a pool big enough for the races)."""
-    return boto3.session.Session().client(
-        "dynamodb", endpoint_url=url or endpoint(), region_name="us-east-1", aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 2},
-                      connect_timeout=5, read_timeout=30))
+def client(service: str = "dynamodb", url: str | None = None, *, account_id: str | None = None) -> Any:
+    """A client for the emulator (dummy credentials, a pool big enough for the races).
+
+    `account_id` (12 digits) gives the client an account of its own in the emulator: an empty
+    namespace, for tests that need fixed table names.
+    """
+    made = boto3.session.Session().client(
+        service, endpoint_url=url or endpoint(), region_name=REGION, aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        config=Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 3},
+                      connect_timeout=5, read_timeout=60))
+    if account_id is not None:
+        def add_account(request: Any, **_: Any) -> None:
+            request.headers["x-moto-account-id"] = account_id
+
+        made.meta.events.register("before-sign", add_account)
+    return made
 
 
 @dataclass
 class Table:
+    """A table in the emulator: its name, a client and the endpoint (for code that builds its own client)."""
+
     name: str
     client: Any
     endpoint: str
@@ -86,9 +87,9 @@ class Table:
         return int(float(item.get(attribute, {}).get("N", "0")))
 
 
-def new_table() -> Table:
+def new_table(dynamodb: Any | None = None) -> Table:
     """A fresh, empty table with the template's schema."""
-    dynamodb = client()
+    dynamodb = dynamodb or client()
     name = f"chat-test-{uuid.uuid4().hex[:10]}"
     create_tables(dynamodb, table_name=name)
     return Table(name=name, client=dynamodb, endpoint=endpoint())

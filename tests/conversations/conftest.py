@@ -1,5 +1,5 @@
-"""Fixtures for the conversation store: one moto server (server mode, 127.0.0.1) per session, the
-table created from template.yaml, an app wired with DynamoDB memory and a header authenticator."""
+"""Fixtures for the conversation store: settings and a store on the suite-wide `table` (the emulator,
+tests/conftest.py), an app wired with DynamoDB memory and a header authenticator."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
 from chatcore import errors
 from chatcore.api.app import Components, create_app
@@ -24,8 +23,7 @@ from chatcore.routing.router import Router
 from chatcore.settings import Settings
 from starlette.requests import HTTPConnection
 
-from devtools.template_tables import create_tables
-from tests.moto_dynamodb import endpoint
+from tests.moto_dynamodb import Table
 
 POLL_TIMEOUT_S = 30.0  # generous: a loaded CI machine may be slow; the poll ends as soon as it succeeds
 
@@ -40,39 +38,12 @@ class HeaderAuthenticator:
         return Principal(user_id=user, method="test")
 
 
-@pytest.fixture(scope="session")
-def moto_url() -> str:
-    """The shared moto server (tests/moto_dynamodb.py): per-request atomicity, as DynamoDB's per item."""
-    return endpoint()
-
-
-@pytest.fixture(scope="session")
-def dynamodb(moto_url: str) -> Any:
-    from botocore.config import Config
-
-    client = boto3.session.Session().client(
-        "dynamodb", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="test",
-        aws_secret_access_key="test", config=Config(max_pool_connections=32,
-                      # moto's server answers 500 when its threads race (it deep-copies tables under
-                      # writers); DynamoDB can answer 500 too, and the SDK's retry is the remedy for both.
-                      retries={"mode": "standard", "max_attempts": 10}))
-    return client
-
-
 @pytest.fixture
-def table(dynamodb: Any) -> str:
-    """A fresh table per test, created from template.yaml (moto copies a whole table on every
-    transaction, so small tables keep the suite fast)."""
-    name = f"chat-{uuid.uuid4().hex[:12]}"
-    create_tables(dynamodb, table_name=name)
-    return name
-
-
-@pytest.fixture
-def store_settings(moto_url: str, table: str) -> Callable[..., Settings]:
+def store_settings(table: Table) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         base = Settings(stage="test", default_model="mock/echo", mock_ttft_ms=0.0, mock_pace_ms=0.0,
-                        cors_in_app=False, memory="dynamodb", table_name=table, dynamodb_endpoint_url=moto_url,
+                        cors_in_app=False, memory="dynamodb", table_name=table.name,
+                        dynamodb_endpoint_url=table.endpoint,
                         summary_model="mock/echo", summary_trigger_tokens=0)
         return dataclasses.replace(base, **overrides)
 

@@ -19,6 +19,8 @@ from chatcore.providers import ProviderRegistry
 from chatcore.providers.base import ProbeResult
 from chatcore.routing.router import Router
 
+from tests.moto_dynamodb import Table
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -115,10 +117,10 @@ def _load_summarize_handler() -> Any:
     return module
 
 
-def test_the_summarize_function_handles_its_event(store: ConversationStore, user: str, table: str, moto_url: str,
+def test_the_summarize_function_handles_its_event(store: ConversationStore, user: str, table: Table,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     seed(store, user, "demo", 12)
-    for name, value in {"TABLE_NAME": table, "DYNAMODB_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "test",
+    for name, value in {"TABLE_NAME": table.name, "DYNAMODB_ENDPOINT_URL": table.endpoint, "AWS_ACCESS_KEY_ID": "test",
                         "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1", "SUMMARY_MODEL": "mock/echo",
                         "SUMMARY_KEEP_RECENT": "2", "MOCK_TTFT_MS": "0", "MOCK_PACE_MS": "0"}.items():
         monkeypatch.setenv(name, value)
@@ -163,10 +165,10 @@ def test_chat_triggers_a_summary_that_later_prompts_use(stored_app_server: Any, 
 
 
 def test_a_failing_summarization_raises_for_lambda_to_retry_and_counts_the_failure(
-        store: ConversationStore, user: str, table: str, moto_url: str, monkeypatch: pytest.MonkeyPatch,
+        store: ConversationStore, user: str, table: Table, monkeypatch: pytest.MonkeyPatch,
         capfd: pytest.CaptureFixture[str]) -> None:
     seed(store, user, "doomed", 12)
-    for name, value in {"TABLE_NAME": table, "DYNAMODB_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "test",
+    for name, value in {"TABLE_NAME": table.name, "DYNAMODB_ENDPOINT_URL": table.endpoint, "AWS_ACCESS_KEY_ID": "test",
                         "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
                         "SUMMARY_MODEL": "mock/fail-500", "SUMMARY_KEEP_RECENT": "2"}.items():
         monkeypatch.setenv(name, value)
@@ -206,8 +208,8 @@ def template_environment(function: str) -> dict[str, str]:
     return resolved
 
 
-def test_summaries_work_in_the_deployed_configuration(store: ConversationStore, user: str, table: str,
-                                                      moto_url: str, llmock: Any,
+def test_summaries_work_in_the_deployed_configuration(store: ConversationStore, user: str, table: Table,
+                                                      llmock: Any,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The template sets OPENAI_BASE_URL and no SUMMARY_MODEL, so summaries use the default chain."""
     environment = template_environment("SummarizeFunction")
@@ -216,7 +218,7 @@ def test_summaries_work_in_the_deployed_configuration(store: ConversationStore, 
     for name in ("SUMMARY_MODEL", "DEFAULT_MODEL", "MOCK_PROVIDER", "MEMORY", "BREAKER_STORE"):
         monkeypatch.delenv(name, raising=False)
     for name, value in {**environment, "OPENAI_BASE_URL": llmock.openai_base, "OPENAI_API_KEY": "sk-test",
-                        "TABLE_NAME": table, "DYNAMODB_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "test",
+                        "TABLE_NAME": table.name, "DYNAMODB_ENDPOINT_URL": table.endpoint, "AWS_ACCESS_KEY_ID": "test",
                         "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
                         "SUMMARY_TRIGGER_TOKENS": "10"}.items():
         monkeypatch.setenv(name, value)

@@ -1,5 +1,6 @@
-"""Fixtures for health tests: the real upstreams shared with tests/routing (`tests/routing/upstreams.py`)."""
+"""Fixtures for health tests: the llmock upstream shared with tests/routing (`tests/routing/upstreams.py`).
+DynamoDB comes from the suite-wide `table` fixture (tests/conftest.py)."""
 
-from tests.routing.upstreams import llmock, llmock_server, moto_endpoint, table
+from tests.routing.upstreams import llmock, llmock_server
 
-__all__ = ["llmock", "llmock_server", "moto_endpoint", "table"]
+__all__ = ["llmock", "llmock_server"]

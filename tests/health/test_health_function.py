@@ -24,7 +24,8 @@ from chatcore.routing.breaker import DynamoBreakerStore
 from chatcore.routing.turn import ChatTurn
 from chatcore.settings import Settings, get_settings
 
-from tests.routing.upstreams import AWS_ENV, LLMock
+from tests.moto_dynamodb import AWS_ENV, Table
+from tests.routing.upstreams import LLMock
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared"
@@ -49,10 +50,9 @@ def event(name: str, shared_name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def health_env(table: tuple[str, str], llmock: LLMock, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def health_env(table: Table, llmock: LLMock, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """Environment of a deployed health function: the table, an OpenAI upstream (llmock), the registry."""
-    endpoint, name = table
-    env = {**AWS_ENV, "TABLE_NAME": name, "DYNAMODB_ENDPOINT_URL": endpoint, "OPENAI_API_KEY": "sk-test-not-real",
+    env = {**AWS_ENV, "TABLE_NAME": table.name, "DYNAMODB_ENDPOINT_URL": table.endpoint, "OPENAI_API_KEY": "sk-test-not-real",
            "OPENAI_BASE_URL": llmock.openai_base, "MODEL_REGISTRY_JSON": json.dumps(REGISTRY),
            "HEALTH_PROBE_TOKEN": "probe-secret-123", "POWERTOOLS_METRICS_NAMESPACE": "ChatBackend"}
     for key, value in env.items():
@@ -174,14 +174,14 @@ def test_probe_is_disabled_without_a_token(health_env: dict[str, str], monkeypat
 
 
 @pytest.mark.parametrize("stored_in", ["secretsmanager", "ssm"])
-def test_probe_token_is_read_from_the_named_secret(health_env: dict[str, str], table: tuple[str, str],
+def test_probe_token_is_read_from_the_named_secret(health_env: dict[str, str], table: Table,
                                                    monkeypatch: pytest.MonkeyPatch, stored_in: str) -> None:
     """As deployed: the template passes HEALTH_PROBE_TOKEN_SECRET (a name), never the token itself."""
     import boto3
     from aws_lambda_powertools.utilities import parameters
     from chatcore import secrets
 
-    endpoint, _ = table
+    endpoint = table.endpoint
     if stored_in == "ssm":
         boto3.client("ssm", endpoint_url=endpoint, region_name="us-east-1").put_parameter(
             Name="/chat/test/health-probe", Value="probe-from-ssm-789", Type="SecureString", Overwrite=True)
@@ -209,13 +209,13 @@ def test_probe_token_is_read_from_the_named_secret(health_env: dict[str, str], t
 
 
 def test_probe_token_secret_that_cannot_be_read_is_a_503_not_an_open_door(
-        health_env: dict[str, str], table: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+        health_env: dict[str, str], table: Table, monkeypatch: pytest.MonkeyPatch) -> None:
     from aws_lambda_powertools.utilities import parameters
     from chatcore import secrets
 
     monkeypatch.delenv("HEALTH_PROBE_TOKEN")
     monkeypatch.setenv("HEALTH_PROBE_TOKEN_SECRET", "chat/test/no-such-secret")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", table[0])
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", table.endpoint)
     secrets.clear_cache()
     parameters.clear_caches()
     try:

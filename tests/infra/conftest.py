@@ -1,18 +1,20 @@
-"""Fixtures for the SAM bundle and dev-tooling tests: the parsed template, moto, subprocess helpers."""
+"""Fixtures for the SAM bundle and dev-tooling tests: the parsed template, an isolated DynamoDB client on
+the suite's emulator, subprocess helpers."""
 
 from __future__ import annotations
 
 import os
+import random
 import sys
-from collections.abc import Iterator
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
+from devtools.emulator import Emulator
 from devtools.template_tables import load_template
+from tests import moto_dynamodb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED = REPO_ROOT / ".." / "shared"
@@ -29,27 +31,19 @@ def template() -> dict[str, Any]:
 
 
 @pytest.fixture
-def moto_endpoint() -> Iterator[str]:
-    """A moto server on 127.0.0.1 (free port) for this test only."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def dynamodb_client(moto_endpoint: str) -> Any:
-    return boto3.client("dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1",
-                        aws_access_key_id="test", aws_secret_access_key="test")
+def dynamodb_client(aws_emulator: Emulator) -> Any:
+    """A DynamoDB client on the suite's emulator in an account of its own: fixed table names never clash."""
+    return moto_dynamodb.client(account_id=f"{random.randrange(10**11, 10**12)}")
 
 
 def local_tool_env(**overrides: str) -> dict[str, str]:
-    """Environment for running a devtools command as a user would on a laptop without AWS set up."""
+    """Environment for running a devtools command as a user would on a laptop without AWS set up.
+
+    The emulator keeps its data in a fresh temporary directory, never in the repo's `.dev/dynamodb/`.
+    """
     env = {key: value for key, value in os.environ.items() if not key.startswith(_FOREIGN_ENV_PREFIXES)}
-    env.update({"PYTHONUNBUFFERED": "1", "LOCAL_DYNAMODB": "moto"})
+    env.update({"PYTHONUNBUFFERED": "1", "LOCAL_DYNAMODB": "moto",
+                "LOCAL_DYNAMODB_DIR": tempfile.mkdtemp(prefix="chat-emulator-test-")})
     env.update(overrides)
     return env
 

@@ -1,4 +1,5 @@
-"""`python -m devtools.devserver` on a laptop without AWS: embedded moto, streaming chat, clean shutdown."""
+"""`python -m devtools.devserver` (`make dev`): the embedded emulator whatever AWS credentials the shell has,
+streaming chat, conversations that survive a restart, clean shutdown; real AWS only on request."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+
+from devtools.emulator import Emulator
 
 from .conftest import PYTHON, REPO_ROOT, local_tool_env
 
@@ -41,35 +46,53 @@ class DevServer:
         return self.process.returncode
 
 
-@pytest.fixture
-def devserver() -> Iterator[DevServer]:
+def start_devserver(env: dict[str, str]) -> DevServer:
+    """`python -m devtools.devserver` as a subprocess; returns once /healthz answers (fails the test otherwise)."""
     port = _free_port()
-    env = local_tool_env(PORT=str(port))
-    process = subprocess.Popen([PYTHON, "-m", "devtools.devserver"], cwd=REPO_ROOT, env=env, text=True,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen([PYTHON, "-m", "devtools.devserver", "--no-access-log"], cwd=REPO_ROOT,
+                               env={**env, "PORT": str(port)}, text=True, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     server = DevServer(process, f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            server.stop()
+            pytest.fail(f"devserver exited with {process.returncode}:\n{server.output}")
+        try:
+            if httpx.get(f"{server.base_url}/healthz", timeout=5).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            pytest.fail(f"devserver did not answer /healthz:\n{server.output}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def devserver_env(tmp_path: Path) -> dict[str, str]:
+    """A laptop whose shell has (fake) AWS credentials and a profile, as an AWS developer's does; the
+    emulator's data in `tmp_path`. No LOCAL_DYNAMODB: the default must be the embedded emulator."""
+    env = local_tool_env(LOCAL_DYNAMODB_DIR=str(tmp_path), AWS_ACCESS_KEY_ID="AKIAFAKEFAKEFAKEFAKE",
+                         AWS_SECRET_ACCESS_KEY="fake-secret", AWS_PROFILE="no-such-profile", AWS_REGION="eu-west-1")
+    del env["LOCAL_DYNAMODB"]
+    return env
+
+
+@pytest.fixture
+def devserver(devserver_env: dict[str, str]) -> Iterator[DevServer]:
+    server = start_devserver(devserver_env)
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                server.stop()
-                pytest.fail(f"devserver exited with {process.returncode}:\n{server.output}")
-            try:
-                if httpx.get(f"{server.base_url}/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                server.stop()
-                pytest.fail(f"devserver did not answer /healthz:\n{server.output}")
-            time.sleep(0.1)
         yield server
     finally:
         server.stop()
 
 
-def test_devserver_streams_chat_and_stops_the_emulator(devserver: DevServer,
-                                                       sse_data: Callable[[bytes], list[str]]) -> None:
+def test_devserver_streams_chat_stores_it_in_the_emulator_and_keeps_it_across_a_restart(
+        devserver: DevServer, devserver_env: dict[str, str], tmp_path: Path,
+        sse_data: Callable[[bytes], list[str]]) -> None:
+    """With (fake) AWS credentials in the shell, chats stream, are stored in the embedded emulator (never
+    real AWS) and listed; stopping `make dev` saves them to the data directory, and a restart finds them."""
     assert httpx.get(f"{devserver.base_url}/healthz").json() == {"status": "ok"}
 
     body = {"id": "devserver-test", "model": "mock/lorem?tokens=12&pace_ms=40&ttft_ms=0",
@@ -93,10 +116,50 @@ def test_devserver_streams_chat_and_stops_the_emulator(devserver: DevServer,
     # Twelve deltas 40 ms apart arrive over several socket reads: the body is streamed, not buffered.
     assert len(reads) > 1
 
+    _chat(devserver.base_url, "kept-1", "first question")
+    _chat(devserver.base_url, "kept-1", "second question")
+    listed = httpx.get(f"{devserver.base_url}/api/conversations", timeout=30).json()["conversations"]
+    assert sorted((c["id"], c["messageCount"]) for c in listed) == [("devserver-test", 2), ("kept-1", 4)]
+
     assert devserver.stop() == 0
-    match = re.search(r"embedded moto at http://127\.0\.0\.1:(\d+)", devserver.output)
+    match = re.search(r"embedded moto at http://127\.0\.0\.1:(\d+) \(pid (\d+)\)", devserver.output)
     assert match, devserver.output
+    assert int(match[2]) != devserver.process.pid  # the emulator is a process of its own
     assert "Embedded DynamoDB emulator stopped." in devserver.output
     assert "curl -N" in devserver.output and "/api/chat/sse" in devserver.output
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", int(match[1]))) != 0
+    assert f"data: {tmp_path}/" in devserver.output
+    assert (tmp_path / "moto-dynamodb.pickle").is_file()
+
+    again = start_devserver(devserver_env)
+    try:
+        listed = httpx.get(f"{again.base_url}/api/conversations", timeout=30).json()["conversations"]
+        assert sorted(c["id"] for c in listed) == ["devserver-test", "kept-1"]
+        history = httpx.get(f"{again.base_url}/api/conversations/kept-1", timeout=30).json()
+        assert [m["role"] for m in history["messages"]] == ["user", "assistant", "user", "assistant"]
+    finally:
+        again.stop()
+
+
+def _chat(base_url: str, conversation: str, text: str) -> None:
+    body = {"id": conversation, "model": "mock/echo?ttft_ms=0&pace_ms=0", "trigger": "submit-message",
+            "messages": [{"id": f"m-{uuid.uuid4().hex[:8]}", "role": "user", "parts": [{"type": "text", "text": text}]}]}
+    response = httpx.post(f"{base_url}/api/chat", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    chunks = [json.loads(line[6:]) for line in response.text.splitlines()
+              if line.startswith("data: ") and line != "data: [DONE]"]
+    assert "".join(chunk.get("delta", "") for chunk in chunks if chunk["type"] == "text-delta") == f"You said: {text}"
+
+
+def test_real_aws_on_request_fails_at_startup_naming_the_missing_table(devserver_env: dict[str, str],
+                                                                       aws_emulator: Emulator) -> None:
+    """`LOCAL_DYNAMODB=aws` with botocore's endpoint override standing in for AWS: a clear error, exit 2."""
+    env = {**devserver_env, "LOCAL_DYNAMODB": "aws", "TABLE_NAME": "chat-not-deployed",
+           "AWS_ENDPOINT_URL_DYNAMODB": aws_emulator.endpoint}
+    del env["AWS_PROFILE"]
+    result = subprocess.run([PYTHON, "-m", "devtools.devserver"], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, stdin=subprocess.DEVNULL, timeout=STARTUP_TIMEOUT_S)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'chat-not-deployed' does not exist" in result.stderr and "sam deploy" in result.stderr
+    assert "Traceback" not in result.stderr

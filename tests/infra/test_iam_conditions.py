@@ -125,9 +125,17 @@ class RecordingProxy:
 
 
 @pytest.fixture
-def proxy(moto_endpoint: str, dynamodb_client: Any) -> Iterator[RecordingProxy]:
-    create_tables(dynamodb_client, TABLE)
-    recorder = RecordingProxy(moto_endpoint)
+def default_account_client(aws_emulator: Any) -> Any:
+    """A client in the emulator's default account: the one the invoked handlers use (uniquely named table)."""
+    from tests import moto_dynamodb
+
+    return moto_dynamodb.client()
+
+
+@pytest.fixture
+def proxy(aws_emulator: Any, default_account_client: Any) -> Iterator[RecordingProxy]:
+    create_tables(default_account_client, TABLE)
+    recorder = RecordingProxy(aws_emulator.endpoint)
     recorder.thread.start()
     try:
         yield recorder
@@ -201,12 +209,12 @@ def test_the_evaluator_refuses_what_the_scoped_roles_must_not_do(template: dict[
 
 
 def test_summarize_role_admits_the_summarizers_requests(template: dict[str, Any], proxy: RecordingProxy,
-                                                        dynamodb_client: Any) -> None:
+                                                        default_account_client: Any) -> None:
     from chatcore.conversations.store import ConversationStore, StoredMessage
     from chatcore.settings import Settings
 
     event = json.loads((REPO_ROOT / "events/summarize.json").read_text())
-    store = ConversationStore(Settings(table_name=TABLE), client=dynamodb_client)
+    store = ConversationStore(Settings(table_name=TABLE), client=default_account_client)
     store.import_messages(event["user_id"], event["conversation_id"],
                           [StoredMessage(id=f"m{i}", role="user" if i % 2 == 0 else "assistant", text=f"message {i}")
                            for i in range(10)])

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from devtools.emulator import Emulator
 from devtools.function_modules import entry_path
 
 from .conftest import PYTHON, REPO_ROOT, SHARED, local_tool_env
@@ -18,20 +19,32 @@ from .conftest import PYTHON, REPO_ROOT, SHARED, local_tool_env
 EVENTS = REPO_ROOT / "events"
 
 
-def run_invoke(function: str, event: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "devtools.invoke", function, event], cwd=REPO_ROOT, env=local_tool_env(),
+def run_invoke(function: str, event: str, *, endpoint: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m devtools.invoke`: with its own embedded emulator, or on `endpoint` (the suite's emulator,
+    a fresh table: no emulator process to start for each run)."""
+    env = local_tool_env()
+    if endpoint is not None:
+        del env["LOCAL_DYNAMODB"]
+        env.update(DYNAMODB_ENDPOINT_URL=endpoint, TABLE_NAME=f"invoke-{uuid.uuid4().hex[:8]}")
+    return subprocess.run([PYTHON, "-m", "devtools.invoke", function, event], cwd=REPO_ROOT, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
 def chat_run() -> subprocess.CompletedProcess[str]:
-    """One run of the chat event, shared by the tests that read its output."""
+    """One run of the chat event on the default path (its own embedded emulator), shared by the tests
+    that read its output."""
     return run_invoke("chat", "events/chat-function-url.json")
 
 
+@pytest.fixture(scope="session")
+def endpoint(aws_emulator: Emulator) -> str:
+    return aws_emulator.endpoint
+
+
 @pytest.fixture(scope="module")
-def health_schedule_run() -> subprocess.CompletedProcess[str]:
-    return run_invoke("health", "events/health-schedule.json")
+def health_schedule_run(endpoint: str) -> subprocess.CompletedProcess[str]:
+    return run_invoke("health", "events/health-schedule.json", endpoint=endpoint)
 
 
 def split_http(stdout: str) -> tuple[int, dict[str, str], str]:
@@ -81,6 +94,7 @@ def test_chat_event_returns_a_ui_message_stream(chat_run: subprocess.CompletedPr
                                                 sse_data: Callable[[bytes], list[str]]) -> None:
     result = chat_run
     assert result.returncode == 0, result.stderr
+    assert "DynamoDB: embedded moto at http://127.0.0.1:" in result.stderr
     status, headers, body = split_http(result.stdout)
     assert status == 200
     assert headers["content-type"].startswith("text/event-stream")
@@ -104,8 +118,8 @@ def test_alarms_watch_the_metrics_the_handlers_emit(template: dict[str, Any],
         assert emitted.get(name) == identity, f"{name}: alarm watches {identity}, handler emits {emitted.get(name)}"
 
 
-def test_chat_sse_event_returns_plain_sse(sse_data: Callable[[bytes], list[str]]) -> None:
-    result = run_invoke("chat", "events/chat-sse-function-url.json")
+def test_chat_sse_event_returns_plain_sse(endpoint: str, sse_data: Callable[[bytes], list[str]]) -> None:
+    result = run_invoke("chat", "events/chat-sse-function-url.json", endpoint=endpoint)
     assert result.returncode == 0, result.stderr
     status, _, body = split_http(result.stdout)
     assert status == 200
@@ -145,8 +159,8 @@ def test_schedule_and_summarize_events() -> None:
                                                                   "conversation_id": "demo-conversation"}
 
 
-def test_health_url_event() -> None:
-    result = run_invoke("health", "events/health-function-url.json")
+def test_health_url_event(endpoint: str) -> None:
+    result = run_invoke("health", "events/health-function-url.json", endpoint=endpoint)
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout)
     # 503 is the documented answer when every provider is down; anything else is a broken route.
@@ -162,7 +176,7 @@ def test_health_schedule_event(health_schedule_run: subprocess.CompletedProcess[
     assert "ProvidersDown" in result.stderr  # the probe's EMF record, on stderr
 
 
-def test_summarize_event_writes_the_summary_to_the_table(moto_endpoint: str, dynamodb_client: Any) -> None:
+def test_summarize_event_writes_the_summary_to_the_table(endpoint: str, dynamodb: Any) -> None:
     """The event of events/summarize.json on a stored conversation past the threshold: the summary of
     everything but the newest SUMMARY_KEEP_RECENT messages is written to the conversation's META item."""
     from chatcore.conversations.store import ConversationStore, StoredMessage
@@ -173,15 +187,15 @@ def test_summarize_event_writes_the_summary_to_the_table(moto_endpoint: str, dyn
     event = json.loads((EVENTS / "summarize.json").read_text())
     user, conversation = event["user_id"], event["conversation_id"]
     table = f"chat-invoke-{uuid.uuid4().hex[:8]}"  # moto's state is per process, shared by every test
-    create_tables(dynamodb_client, table)
-    store = ConversationStore(Settings(table_name=table), client=dynamodb_client)
+    create_tables(dynamodb, table)
+    store = ConversationStore(Settings(table_name=table), client=dynamodb)
     messages = [StoredMessage(id=f"m{i}", role="user" if i % 2 == 0 else "assistant",
                               text=f"message {i}: the user's favourite colour is teal" if i == 0 else f"message {i}")
                 for i in range(10)]
     stored = store.import_messages(user, conversation, messages, title="Colours")
     assert store.get_meta(user, conversation).summary is None  # type: ignore[union-attr]
 
-    env = local_tool_env(LOCAL_DYNAMODB="", DYNAMODB_ENDPOINT_URL=moto_endpoint, TABLE_NAME=table,
+    env = local_tool_env(LOCAL_DYNAMODB="", DYNAMODB_ENDPOINT_URL=endpoint, TABLE_NAME=table,
                          AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1",
                          SUMMARY_MODEL="mock/echo", SUMMARY_KEEP_RECENT="6", MOCK_TTFT_MS="0", MOCK_PACE_MS="0")
     result = subprocess.run([PYTHON, "-m", "devtools.invoke", "summarize", "events/summarize.json"], cwd=REPO_ROOT,

@@ -1,4 +1,4 @@
-"""The circuit breaker: opens, half-opens with one trial fleet-wide, closes; shared through DynamoDB (moto)."""
+"""The circuit breaker: opens, half-opens with one trial fleet-wide, closes; shared through DynamoDB (the emulator)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import pytest
 from chatcore.dynamodb import dynamodb_client
 from chatcore.routing.breaker import CircuitBreaker, DynamoBreakerStore, InMemoryBreakerStore
 
+from tests.moto_dynamodb import Table
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -18,9 +20,8 @@ class FakeClock:
         return self.now
 
 
-def dynamo_store(table: tuple[str, str]) -> DynamoBreakerStore:
-    endpoint, name = table
-    return DynamoBreakerStore(name, lambda: dynamodb_client("us-east-1", endpoint))
+def dynamo_store(table: Table) -> DynamoBreakerStore:
+    return DynamoBreakerStore(table.name, lambda: dynamodb_client("us-east-1", table.endpoint))
 
 
 def instance(store: Any, clock: FakeClock, **options: Any) -> CircuitBreaker:
@@ -71,7 +72,7 @@ async def test_failed_trial_reopens(store: Any) -> None:
     assert breaker.state("d").open_until == pytest.approx(clock() + 30)
 
 
-async def test_state_is_shared_between_instances_through_dynamodb(table: tuple[str, str]) -> None:
+async def test_state_is_shared_between_instances_through_dynamodb(table: Table) -> None:
     clock = FakeClock()
     store = dynamo_store(table)
     first, second = instance(store, clock), instance(store, clock)
@@ -85,7 +86,7 @@ async def test_state_is_shared_between_instances_through_dynamodb(table: tuple[s
     assert await third.admit("d") == "deny"
 
 
-async def test_stale_cache_refreshes_in_the_background(table: tuple[str, str]) -> None:
+async def test_stale_cache_refreshes_in_the_background(table: Table) -> None:
     clock = FakeClock()
     mono = FakeClock()
     store = dynamo_store(table)
@@ -102,7 +103,7 @@ async def test_stale_cache_refreshes_in_the_background(table: tuple[str, str]) -
     assert await reader.admit("d") == "deny"
 
 
-async def test_exactly_one_instance_wins_the_half_open_trial(table: tuple[str, str]) -> None:
+async def test_exactly_one_instance_wins_the_half_open_trial(table: Table) -> None:
     clock = FakeClock()
     store = dynamo_store(table)
     opener = instance(store, clock)

@@ -16,6 +16,8 @@ from chatcore.routing import RegistryError, Router, build_registry, load_registr
 from chatcore.routing.registry import TIERS
 from chatcore.settings import Settings
 
+from devtools.emulator import Emulator
+
 
 def small_registry(**extra: Any) -> dict[str, Any]:
     return {
@@ -77,13 +79,13 @@ def test_unreadable_sources_are_clear_errors(tmp_path: Path) -> None:
         load_registry(Settings(model_registry_json="{nope"))
 
 
-def test_registry_from_ssm_parameter(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.routing.upstreams import AWS_ENV
+def test_registry_from_ssm_parameter(aws_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.moto_dynamodb import AWS_ENV
 
     for key, value in AWS_ENV.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", moto_endpoint)
-    ssm = boto3.client("ssm", endpoint_url=moto_endpoint, region_name="us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", aws_emulator.endpoint)
+    ssm = boto3.client("ssm", endpoint_url=aws_emulator.endpoint, region_name="us-east-1")
     ssm.put_parameter(Name="/chat/models", Value=json.dumps(small_registry()), Type="String", Overwrite=True)
     registry = load_registry(Settings(model_registry_parameter="/chat/models"))
     assert registry.source == "SSM /chat/models"

@@ -1,0 +1,191 @@
+"""Two small patches to moto's DynamoDB so its costs follow what a request touches, not the table size.
+
+Applied by the emulator process (`devtools.emulator`) before it serves anything; never in the app.
+Written against moto 5.2.5; docs/local-dynamodb.md has the upstream report.
+
+1. `TransactWriteItems` deep-copies every table it touches before applying anything, to roll back on
+   failure (`DynamoDBBackend.transact_write_items`). Each stored message then costs time and memory
+   in proportion to the whole table. The patch snapshots only the items the transaction names
+   (a deep copy of each, or "absent") and restores exactly those on failure; the table copy is
+   skipped by handing moto's own rollback the live table (restoring it is then a no-op).
+2. A `Query` on the base table collects and sorts *every* item of the table (`Table.all_items()`)
+   and then keeps the queried partition. The patch hands it the partition only. Index queries keep
+   moto's full scan (an index has no partition map to look up).
+
+Both keep moto's validation, condition evaluation and error reporting: they wrap moto's functions
+rather than copy them. `apply()` is idempotent; `revert()` exists for the regression tests.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+import threading
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+_state = threading.local()
+_originals: dict[str, Any] = {}
+
+
+class _TableCopySkippingCopyModule(ModuleType):
+    """Stands in for the `copy` module inside `moto.dynamodb.models`.
+
+    While a patched transaction runs on this thread, `deepcopy(table)` returns the table itself, so
+    moto's whole-table backup costs nothing; every other call is the real `copy` module's.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("copy")
+
+    def deepcopy(self, value: Any, memo: Any = None) -> Any:
+        from moto.dynamodb.models.table import Table
+
+        if getattr(_state, "in_transaction", False) and isinstance(value, Table):
+            return value
+        return _copy.deepcopy(value, memo)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_copy, name)
+
+
+@dataclass
+class _Snapshot:
+    """One item as it was before a transaction: `item` is a deep copy, or None when it did not exist."""
+
+    table: Any
+    hash_key: Any
+    range_key: Any
+    item: Any
+    bucket_existed: bool
+
+
+def _lookup(table: Any, hash_key: Any, range_key: Any) -> tuple[Any, bool]:
+    """(item or None, whether the hash bucket exists) without creating a bucket in moto's defaultdict."""
+    if range_key is None:
+        return table.items.get(hash_key), hash_key in table.items
+    bucket = table.items.get(hash_key)
+    return (bucket.get(range_key) if bucket is not None else None), bucket is not None
+
+
+def _snapshots(backend: Any, transact_items: list[dict[str, Any]]) -> tuple[list[_Snapshot], dict[int, tuple[Any, int]]]:
+    """Deep copies of the items the transaction names, and the stream length of each table it touches."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    snapshots: list[_Snapshot] = []
+    streams: dict[int, tuple[Any, int]] = {}
+    for entry in transact_items:
+        if not isinstance(entry, dict) or len(entry) != 1:
+            continue  # moto refuses it before writing anything
+        op_type, op = next(iter(entry.items()))
+        table = backend.tables.get(op.get("TableName")) if isinstance(op, dict) else None
+        if table is None:
+            continue
+        key = op.get("Item") if op_type == "Put" else op.get("Key")
+        if not isinstance(key, dict) or table.hash_key_attr not in key:
+            continue  # moto records a validation error for it and writes nothing for this entry
+        if table.range_key_attr is not None and table.range_key_attr not in key:
+            continue
+        hash_key = DynamoType(key[table.hash_key_attr])
+        range_key = DynamoType(key[table.range_key_attr]) if table.range_key_attr is not None else None
+        item, bucket_existed = _lookup(table, hash_key, range_key)
+        snapshots.append(_Snapshot(table, hash_key, range_key, _copy.deepcopy(item), bucket_existed))
+        if table.stream_shard is not None and id(table) not in streams:
+            streams[id(table)] = (table.stream_shard, len(table.stream_shard.items))
+    return snapshots, streams
+
+
+def _restore(snapshots: list[_Snapshot], streams: dict[int, tuple[Any, int]]) -> None:
+    for snap in reversed(snapshots):
+        items = snap.table.items
+        if snap.range_key is None:
+            if snap.item is None:
+                items.pop(snap.hash_key, None)
+            else:
+                items[snap.hash_key] = snap.item
+            continue
+        if snap.item is not None:
+            items[snap.hash_key][snap.range_key] = snap.item
+            continue
+        bucket = items.get(snap.hash_key)
+        if bucket is not None:
+            bucket.pop(snap.range_key, None)
+            if not bucket and not snap.bucket_existed:
+                del items[snap.hash_key]
+    for shard, length in streams.values():
+        del shard.items[length:]  # stream records of writes that never happened
+
+
+def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+    """moto's TransactWriteItems, with a backup of the touched items instead of the touched tables."""
+    snapshots, streams = _snapshots(self, transact_items)
+    _state.in_transaction = True
+    try:
+        _originals["transact_write_items"](self, transact_items)
+    except BaseException:
+        # moto "restored" the live tables (a no-op here); put back exactly the items it may have written.
+        _restore(snapshots, streams)
+        raise
+    finally:
+        _state.in_transaction = False
+
+
+def _query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+    """moto's Table.query; on the base table it sees only the queried partition."""
+    index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+    if index_name is not None or hash_key is None:
+        return _originals["query"](self, hash_key, *args, **kwargs)
+    _state.partition = (self, hash_key)
+    try:
+        return _originals["query"](self, hash_key, *args, **kwargs)
+    finally:
+        _state.partition = None
+
+
+def _all_items(self: Any) -> list[Any]:
+    """moto's Table.all_items, or only the partition a base-table query asked for."""
+    partition = getattr(_state, "partition", None)
+    if partition is None or partition[0] is not self:
+        result: list[Any] = _originals["all_items"](self)
+        return result
+    bucket = self.items.get(partition[1])
+    if bucket is None:
+        return []
+    if self.range_key_attr is None:
+        return [bucket]
+    return sorted(bucket.values(), key=lambda item: item.range_key)
+
+
+def is_applied() -> bool:
+    """True once `apply()` has run in this process."""
+    return bool(_originals)
+
+
+def apply() -> None:
+    """Patch moto's DynamoDB in this process (idempotent)."""
+    if _originals:
+        return
+    import moto.dynamodb.models as models
+    from moto.dynamodb.models.table import Table
+
+    _originals["transact_write_items"] = models.DynamoDBBackend.transact_write_items
+    _originals["query"] = Table.query
+    _originals["all_items"] = Table.all_items
+    _originals["copy_module"] = models.copy
+    models.copy = _TableCopySkippingCopyModule()  # type: ignore[assignment]
+    models.DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    Table.query = _query  # type: ignore[method-assign]
+    Table.all_items = _all_items  # type: ignore[method-assign]
+
+
+def revert() -> None:
+    """Undo `apply()` (for tests that compare patched and unpatched behaviour)."""
+    if not _originals:
+        return
+    import moto.dynamodb.models as models
+    from moto.dynamodb.models.table import Table
+
+    models.copy = _originals.pop("copy_module")
+    models.DynamoDBBackend.transact_write_items = _originals.pop("transact_write_items")  # type: ignore[method-assign]
+    Table.query = _originals.pop("query")  # type: ignore[method-assign]
+    Table.all_items = _originals.pop("all_items")  # type: ignore[method-assign]

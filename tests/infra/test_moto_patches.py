@@ -1,0 +1,189 @@
+"""devtools.moto_patches: transactions roll back exactly, and cost only the items they touch.
+
+Behaviour is checked against the emulator process (where the launcher applies the patches); the cost
+is checked structurally in this process (what gets deep-copied, what gets scanned), never by timing.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from devtools import moto_patches
+from devtools.template_tables import create_tables
+from tests.moto_dynamodb import Table
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def _put(table: Table, pk: str, sk: str, **attributes: Any) -> None:
+    table.client.put_item(TableName=table.name, Item={**_key(pk, sk), **attributes})
+
+
+def _everything(table: Table) -> list[dict[str, Any]]:
+    items = table.client.scan(TableName=table.name, ConsistentRead=True)["Items"]
+    return sorted(items, key=lambda item: (item["pk"]["S"], item["sk"]["S"]))
+
+
+def _reasons(exc: pytest.ExceptionInfo[ClientError]) -> list[str]:
+    return [reason.get("Code", "None") for reason in exc.value.response["CancellationReasons"]]
+
+
+def test_a_failed_condition_rolls_back_every_write_of_the_transaction(table: Table) -> None:
+    _put(table, "C#1", "META", n={"N": "1"}, tags={"L": [{"S": "a"}]})
+    _put(table, "C#1", "MSG#1", text={"S": "to be deleted"})
+    _put(table, "C#2", "META", n={"N": "7"})
+    before = _everything(table)
+    with pytest.raises(ClientError) as failure:
+        table.client.transact_write_items(TransactItems=[
+            {"Put": {"TableName": table.name, "Item": {**_key("C#1", "MSG#2"), "text": {"S": "new"}}}},
+            # Update mutates moto's item in place: the rollback must restore the old values, not the object.
+            {"Update": {"TableName": table.name, "Key": _key("C#1", "META"),
+                        "UpdateExpression": "SET n = n + :one, tags = list_append(tags, :t) REMOVE gone",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}, ":t": {"L": [{"S": "b"}]}}}},
+            {"Delete": {"TableName": table.name, "Key": _key("C#1", "MSG#1")}},
+            {"Put": {"TableName": table.name, "Item": {**_key("C#3", "META"), "n": {"N": "1"}}}},
+            {"ConditionCheck": {"TableName": table.name, "Key": _key("C#2", "META"),
+                                "ConditionExpression": "n = :expected", "ExpressionAttributeValues": {":expected": {"N": "8"}}}},
+        ])
+    assert failure.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert _reasons(failure) == ["None", "None", "None", "None", "ConditionalCheckFailed"]
+    assert _everything(table) == before
+
+
+def test_writes_after_the_failing_entry_are_rolled_back_too(table: Table) -> None:
+    """moto keeps applying the entries after a failed one (to report every reason): those are undone as well."""
+    _put(table, "U#1", "LEASE", count={"N": "3"})
+    before = _everything(table)
+    with pytest.raises(ClientError) as failure:
+        table.client.transact_write_items(TransactItems=[
+            {"Update": {"TableName": table.name, "Key": _key("U#1", "LEASE"), "UpdateExpression": "SET #c = #c + :one",
+                        "ConditionExpression": "#c < :max", "ExpressionAttributeNames": {"#c": "count"},
+                        "ExpressionAttributeValues": {":one": {"N": "1"}, ":max": {"N": "3"}}}},
+            {"Put": {"TableName": table.name, "Item": {**_key("U#1", "MSG#9"), "text": {"S": "after the failure"}}}},
+        ])
+    assert _reasons(failure) == ["ConditionalCheckFailed", "None"]
+    assert _everything(table) == before
+
+
+def test_a_successful_transaction_applies_every_entry(table: Table) -> None:
+    _put(table, "C#1", "META", n={"N": "1"})
+    table.client.transact_write_items(TransactItems=[
+        {"Put": {"TableName": table.name, "Item": {**_key("C#1", "MSG#1"), "text": {"S": "hi"}},
+                 "ConditionExpression": "attribute_not_exists(pk)"}},
+        {"Update": {"TableName": table.name, "Key": _key("C#1", "META"), "UpdateExpression": "SET n = n + :one",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+    ])
+    assert table.number("C#1", "META", "n") == 2
+    assert table.item("C#1", "MSG#1") == {**_key("C#1", "MSG#1"), "text": {"S": "hi"}}
+
+
+def test_two_operations_on_one_item_are_refused_without_writing(table: Table) -> None:
+    with pytest.raises(ClientError, match="multiple operations"):
+        table.client.transact_write_items(TransactItems=[
+            {"Put": {"TableName": table.name, "Item": {**_key("C#1", "A"), "v": {"N": "1"}}}},
+            {"Put": {"TableName": table.name, "Item": {**_key("C#1", "A"), "v": {"N": "2"}}}},
+        ])
+    assert _everything(table) == []
+
+
+def test_base_table_queries_read_only_their_partition_and_answer_as_before(table: Table) -> None:
+    for conversation in range(6):
+        for message in range(12):
+            _put(table, f"C#{conversation}", f"MSG#{message:03d}", n={"N": str(message)})
+    request = {"TableName": table.name, "KeyConditionExpression": "pk = :pk AND begins_with(sk, :m)",
+               "ExpressionAttributeValues": {":pk": {"S": "C#3"}, ":m": {"S": "MSG#"}}}
+    newest = table.client.query(**request, ScanIndexForward=False, Limit=5)
+    assert [item["sk"]["S"] for item in newest["Items"]] == [f"MSG#{n:03d}" for n in range(11, 6, -1)]
+    rest = table.client.query(**request, ScanIndexForward=False, ExclusiveStartKey=newest["LastEvaluatedKey"])
+    assert [item["sk"]["S"] for item in rest["Items"]] == [f"MSG#{n:03d}" for n in range(6, -1, -1)]
+    assert table.client.query(**{**request, "ExpressionAttributeValues": {":pk": {"S": "C#none"},
+                                                                           ":m": {"S": "MSG#"}}})["Items"] == []
+
+
+# --- cost, in this process: what the patched functions copy and scan ---------------------------------
+
+
+@pytest.fixture
+def patched_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto in-process (mock_aws) with a 120-item table; the patches applied for the test, then reverted."""
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_tables(client, table_name="big")
+        for n in range(120):
+            client.put_item(TableName="big", Item={**_key(f"C#{n % 12}", f"MSG#{n:04d}"), "text": {"S": "x" * 50}})
+        yield client
+    moto_patches.revert()
+
+
+def _count_deep_copies(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count deep copies of moto Tables and Items from now on."""
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import Table as MotoTable
+
+    counts = {"Table": 0, "Item": 0}
+
+    def counting(kind: str) -> Any:
+        def deep_copy(self: Any, memo: dict[int, Any]) -> Any:
+            counts[kind] += 1
+            clone = type(self).__new__(type(self))
+            memo[id(self)] = clone
+            clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+            return clone
+        return deep_copy
+
+    monkeypatch.setattr(MotoTable, "__deepcopy__", counting("Table"), raising=False)
+    monkeypatch.setattr(Item, "__deepcopy__", counting("Item"), raising=False)
+    return counts
+
+
+def _transaction(client: Any) -> None:
+    client.transact_write_items(TransactItems=[
+        {"Put": {"TableName": "big", "Item": {**_key("C#1", "MSG#new"), "text": {"S": "y"}}}},
+        {"Update": {"TableName": "big", "Key": _key("C#2", "MSG#0002"), "UpdateExpression": "SET t = :t",
+                    "ExpressionAttributeValues": {":t": {"S": "z"}}}},
+    ])
+
+
+def test_unpatched_moto_copies_the_whole_table_per_transaction(patched_moto: Any,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The problem the patch fixes (and proof that the counting below would see it)."""
+    moto_patches.revert()
+    counts = _count_deep_copies(monkeypatch)
+    _transaction(patched_moto)
+    # Once per entry naming the table, in fact: two entries, two whole-table copies.
+    assert counts["Table"] == 2 and counts["Item"] >= 240
+
+
+def test_patched_transaction_copies_only_the_items_it_touches(patched_moto: Any,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    moto_patches.apply()
+    counts = _count_deep_copies(monkeypatch)
+    _transaction(patched_moto)
+    # Two snapshots (one of them "absent": no copy), plus moto's own copy of the updated item.
+    assert counts == {"Table": 0, "Item": 2}
+
+
+def test_patched_base_table_query_does_not_scan_the_table(patched_moto: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    moto_patches.apply()
+    scans = []
+    original = moto_patches._originals["all_items"]
+    monkeypatch.setitem(moto_patches._originals, "all_items", lambda table: scans.append(table) or original(table))
+    items = patched_moto.query(TableName="big", KeyConditionExpression="pk = :pk",
+                               ExpressionAttributeValues={":pk": {"S": "C#4"}})["Items"]
+    assert [item["sk"]["S"] for item in items] == [f"MSG#{n:04d}" for n in range(4, 120, 12)]
+    assert scans == []
+    patched_moto.scan(TableName="big", Limit=1)  # anything else still goes through moto's own scan
+    assert len(scans) == 1
