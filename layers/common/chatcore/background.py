@@ -48,8 +48,8 @@ def pending() -> int:
 async def drain(timeout_s: float | None = None) -> None:
     """Wait for every tracked task, including those started meanwhile, at most `timeout_s`."""
     async def wait_all() -> None:
-        while _tasks:
-            await asyncio.gather(*list(_tasks), return_exceptions=True)
+        while running := [task for task in _tasks if not task.done()]:
+            await asyncio.wait(running)
 
     if timeout_s is None:
         await wait_all()

@@ -112,6 +112,7 @@ class Settings:
     max_stream_s: float = 840.0
     deadline_margin_s: float = 5.0
     max_output_tokens: int = 4096
+    keepalive_s: float | None = 15.0  # a `: ping` SSE comment after this long without output; 0 turns it off
 
     cors_allow_origins: tuple[str, ...] = ("*",)
     cors_in_app: bool = True
@@ -222,6 +223,7 @@ class Settings:
             max_stream_s=_float("MAX_STREAM_S", 840.0),
             deadline_margin_s=_float("DEADLINE_MARGIN_S", 5.0),
             max_output_tokens=_int("MAX_OUTPUT_TOKENS", 4096),
+            keepalive_s=_float("KEEPALIVE_S", 15.0) or None,
             cors_allow_origins=_list("CORS_ALLOW_ORIGINS", "*"),
             cors_in_app=_bool("CORS_IN_APP", not in_lambda()),
             max_body_bytes=_int("MAX_BODY_BYTES", 1_048_576),

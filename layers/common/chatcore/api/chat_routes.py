@@ -34,8 +34,8 @@ async def response_body(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     await background.drain(DRAIN_TIMEOUT_S)
 
 
-async def respond(request: Request, body: ChatRequestBody, encode: Encoder,
-                  headers: dict[str, str]) -> StreamingResponse:
+async def respond(request: Request, body: ChatRequestBody, encode: Encoder, headers: dict[str, str],
+                  failure: bytes) -> StreamingResponse:
     """Answer one chat request in the protocol `encode` speaks."""
     parts = request.app.state.components
     rid = request_id(request)
@@ -44,20 +44,23 @@ async def respond(request: Request, body: ChatRequestBody, encode: Encoder,
     answer = await request.app.state.chat.stream(principal, chat_request, request_id=rid,
                                                  deadline_s=lambda_deadline_s(request))
     # Tokens that arrive together leave in one write (see encoders/coalesce.py).
-    return StreamingResponse(response_body(coalesce_ready(encode(answer.events))),
-                             headers={**headers, **answer.headers, "x-request-id": rid})
+    settings = request.app.state.chat.settings
+    return StreamingResponse(
+        response_body(coalesce_ready(encode(answer.events), failure=failure, keepalive_s=settings.keepalive_s)),
+        headers={**headers, **answer.headers, "x-request-id": rid})
 
 
 @router.post("/api/chat")
 async def chat(request: Request, body: ChatRequestBody) -> StreamingResponse:
     """Stream the answer in the AI SDK UI message stream protocol (what `useChat` reads)."""
-    return await respond(request, body, ui_message_stream.encode_ui_message_stream, ui_message_stream.HEADERS)
+    return await respond(request, body, ui_message_stream.encode_ui_message_stream, ui_message_stream.HEADERS,
+                         ui_message_stream.FAILURE)
 
 
 @router.post("/api/chat/sse")
 async def chat_sse(request: Request, body: ChatRequestBody) -> StreamingResponse:
     """Stream the answer as classic SSE: `{"content"}` per delta, `{"error"}`, then `[DONE]`."""
-    return await respond(request, body, sse.encode_sse, sse.HEADERS)
+    return await respond(request, body, sse.encode_sse, sse.HEADERS, sse.FAILURE)
 
 
 @router.get("/api/chat/{chat_id}/stream")

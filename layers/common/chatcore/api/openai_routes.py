@@ -154,7 +154,9 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         chunks = openai_chunks.encode_chat_completion_chunks(answer.events, completion, include_usage=include_usage)
-        return StreamingResponse(response_body(coalesce_ready(chunks)), headers={**openai_chunks.HEADERS, **headers})
+        stream_body = coalesce_ready(chunks, failure=openai_chunks.FAILURE,
+                                     keepalive_s=request.app.state.chat.settings.keepalive_s)
+        return StreamingResponse(response_body(stream_body), headers={**openai_chunks.HEADERS, **headers})
     result = await openai_chunks.collect_chat_completion(answer.events, completion)
     await background.drain(DRAIN_TIMEOUT_S)  # as a streamed response does before it completes
     if isinstance(result, ErrorEvent):

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from chatcore import background
+from chatcore.observability import get_logger
 from chatcore.streams import closing
 
 MAX_PENDING = 256  # chunks encoded ahead of the client; then the encoder waits for the writer
@@ -27,8 +29,17 @@ class _End:
         self.error = error
 
 
-async def coalesce_ready(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Yield `chunks` in order, each yield joining every chunk already produced."""
+PING = b": ping\n\n"  # an SSE comment: every SSE client (the AI SDK's, the OpenAI SDKs') ignores it
+
+
+async def coalesce_ready(chunks: AsyncIterator[bytes], *, failure: bytes = b"",
+                         keepalive_s: float | None = None) -> AsyncIterator[bytes]:
+    """Yield `chunks` in order, each yield joining every chunk already produced.
+
+    `failure` is the protocol's in-stream error ending, sent if encoding itself fails (a bug must not
+    end a stream silently); `keepalive_s` sends a `: ping` comment after that long without output
+    (long reasoning, slow tools), so proxies and browsers do not cut a silent stream.
+    """
     queue: asyncio.Queue[bytes | _End] = asyncio.Queue(MAX_PENDING)
 
     async def produce() -> None:
@@ -48,10 +59,17 @@ async def coalesce_ready(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             else:
                 await queue.put(_End(None))
 
-    producer = asyncio.create_task(produce())
+    producer = background.spawn(produce())
     try:
         while True:
-            item = await queue.get()
+            if keepalive_s is None:
+                item = await queue.get()
+            else:
+                try:
+                    item = await asyncio.wait_for(queue.get(), keepalive_s)
+                except TimeoutError:
+                    yield PING
+                    continue
             batch: list[bytes] = []
             while not isinstance(item, _End):
                 batch.append(item)
@@ -62,10 +80,16 @@ async def coalesce_ready(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
                 yield b"".join(batch)
             if isinstance(item, _End):
                 if item.error is not None:
-                    raise item.error
+                    get_logger().error("encoding failed", exc_info=item.error)
+                    if not failure:
+                        raise item.error
+                    yield failure
                 return
     finally:
         # The client went away or the stream ended: stop the encoder (and so the upstream call).
+        # Cancelled exactly once, and awaited through a shield: a cancel scope that keeps cancelling
+        # this task (Starlette's, on disconnect) must not interrupt the encoder's own clean-up (closing
+        # the upstream connection, storing the partial answer), which carries on as tracked work.
         producer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await producer
+            await asyncio.shield(producer)

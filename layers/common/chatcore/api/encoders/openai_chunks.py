@@ -31,6 +31,10 @@ HEADERS = {
 }
 
 DONE = b"data: [DONE]\n\n"
+# Encoding itself failed mid-stream: OpenAI's in-stream error shape (the stream ends there, as the
+# other errors here do), never a clean finish.
+FAILURE = (b'data: {"error": {"message": "The response failed unexpectedly.", "type": "server_error", '
+           b'"param": null, "code": "internal_error"}}\n\n')
 
 # Internal finish reasons to OpenAI's. `error` is not a finish there: it becomes the error event.
 FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "content_filter",

@@ -19,6 +19,7 @@ HEADERS = {
 }
 
 DONE = b"data: [DONE]\n\n"
+FAILURE = b'data: {"error": "The response failed unexpectedly."}\n\n' + DONE  # encoding itself failed
 
 
 async def encode_sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:

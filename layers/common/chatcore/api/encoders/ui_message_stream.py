@@ -46,6 +46,9 @@ def _chunk(payload: dict[str, Any]) -> bytes:
 
 
 DONE = b"data: [DONE]\n\n"
+# The ending when encoding itself fails mid-stream (the client stops at `error`; the rest is protocol).
+FAILURE = (b'data: {"type":"error","errorText":"The response failed unexpectedly."}\n\n'
+           b'data: {"type":"finish","finishReason":"error"}\n\n' + DONE)
 
 
 def message_metadata(start: Start | None, info: ResponseInfo | None, usage: Usage | None,
