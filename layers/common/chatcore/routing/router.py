@@ -152,6 +152,20 @@ class Router:
         selection = self.select(turn)
         return Route(selection.requested, self.usable(selection))
 
+    @staticmethod
+    def for_attachments(route: Route, media_types: set[str]) -> Route:
+        """`route` without the deployments that cannot take one of `media_types` (registry flags `vision`,
+        `pdf`); a 400 naming the problem when none is left. Attachments are never silently dropped."""
+        if not media_types:
+            return route
+        chain = tuple(d for d in route.chain if all(d.accepts(t) for t in media_types))
+        if not chain:
+            kinds = sorted({"images" if t.startswith("image/") else t for t in media_types})
+            raise errors.RequestError(
+                f"Model {route.requested!r} cannot read the attached {' and '.join(kinds)}: no deployment of it "
+                "accepts them. Choose a model that does, or remove the attachment.")
+        return Route(route.requested, chain)
+
     def deployments(self) -> list[Deployment]:
         """Every configured deployment; the mock stand-ins only when no real provider is configured."""
         configured = [d for d in self.registry.deployments.values() if self.is_configured(d.provider)]
