@@ -40,7 +40,11 @@ def create_attachments_bucket(s3: Any, name: str = DEFAULT_BUCKET_NAME) -> None:
     """Create (or update) the bucket `name` with the template's settings."""
     props = _resolve(bucket_properties())
     try:
-        s3.create_bucket(Bucket=name)
+        region = s3.meta.region_name
+        if region and region != "us-east-1":
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
+        else:
+            s3.create_bucket(Bucket=name)
     except Exception as exc:
         if getattr(exc, "response", {}).get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou",
                                                                               "BucketAlreadyExists"):
