@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from devtools.emulator import DEFAULT_STATE_DIR, REPO_ROOT, Emulator, start_emulator
+from devtools.template_buckets import DEFAULT_BUCKET_NAME, create_attachments_bucket
 from devtools.template_tables import create_tables
 
 Backend = Literal["moto", "endpoint", "aws"]
@@ -120,12 +121,12 @@ def _local_credentials(environ: MutableMapping[str, str]) -> None:
     environ.pop("AWS_PROFILE", None)
 
 
-def _client(environ: MutableMapping[str, str], endpoint_url: str | None) -> Any:
+def _client(environ: MutableMapping[str, str], endpoint_url: str | None, service: str = "dynamodb") -> Any:
     import boto3
 
     # Credentials from `environ` when it has them (it may be a plain dict, not os.environ).
     return boto3.session.Session(profile_name=environ.get("AWS_PROFILE") or None).client(
-        "dynamodb", endpoint_url=endpoint_url, region_name=_region(environ),
+        service, endpoint_url=endpoint_url, region_name=_region(environ),
         aws_access_key_id=environ.get("AWS_ACCESS_KEY_ID"), aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY"),
         aws_session_token=environ.get("AWS_SESSION_TOKEN"))
 
@@ -174,6 +175,11 @@ def start_local_dynamodb(environ: MutableMapping[str, str] | None = None, *, res
     try:
         env["DYNAMODB_ENDPOINT_URL"] = emulator.endpoint
         create_tables(_client(env, emulator.endpoint), table_name=table_name)
+        # Attachments go to the same emulator's S3 (objects in memory only), in the template's bucket.
+        if not env.get("ATTACHMENTS_BUCKET") or env.get("S3_ENDPOINT_URL"):
+            env["S3_ENDPOINT_URL"] = emulator.endpoint
+            env.setdefault("ATTACHMENTS_BUCKET", DEFAULT_BUCKET_NAME)
+            create_attachments_bucket(_client(env, emulator.endpoint, "s3"), env["ATTACHMENTS_BUCKET"])
     except BaseException:
         emulator.stop()
         raise

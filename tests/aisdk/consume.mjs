@@ -5,6 +5,7 @@
 // parsing, the chunk validation and the message assembly are all the SDK's code, not ours.
 //
 //   node consume.mjs --api http://127.0.0.1:8000/api/chat --model mock/echo --text hi [--text again] [--resume 1]
+//                    [--files '[{"type":"file","mediaType":"image/png","filename":"a.png","url":"data:..."}]']
 //
 // Each `--text` is sent as one user message, in order, in the same chat (so later requests carry
 // the assistant messages the client assembled). `--resume 1` then calls `resumeStream()`, as
@@ -15,7 +16,7 @@
 import { AbstractChat, DefaultChatTransport } from 'ai';
 
 function parseArgs(argv) {
-  const args = { api: null, model: null, texts: [], body: {}, timeoutMs: 60000, resume: false };
+  const args = { api: null, model: null, texts: [], body: {}, timeoutMs: 60000, resume: false, files: [] };
   for (let i = 0; i < argv.length; i += 2) {
     const [flag, value] = [argv[i], argv[i + 1]];
     if (value === undefined) throw new Error(`missing value for ${flag}`);
@@ -25,6 +26,7 @@ function parseArgs(argv) {
     else if (flag === '--body') args.body = JSON.parse(value);
     else if (flag === '--timeout-ms') args.timeoutMs = Number(value);
     else if (flag === '--resume') args.resume = value === '1';
+    else if (flag === '--files') args.files = JSON.parse(value); // FileUIParts sent with the first text
     else throw new Error(`unknown flag ${flag}`);
   }
   if (!args.api || args.texts.length === 0) throw new Error('--api and at least one --text are required');
@@ -82,8 +84,8 @@ async function main() {
     },
   });
 
-  for (const text of args.texts) {
-    await chat.sendMessage({ text });
+  for (const [index, text] of args.texts.entries()) {
+    await chat.sendMessage(index === 0 && args.files.length ? { text, files: args.files } : { text });
     if (chat.status === 'error') break;
   }
   let resumed = null;

@@ -73,6 +73,13 @@ class PayloadTooLargeError(ChatError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaTypeError(ChatError):
+    """A file whose type is not allowed, or whose bytes are not what its declared type says."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
 class LimitExceededError(ChatError):
     status_code = 429
     code = "rate_limited"

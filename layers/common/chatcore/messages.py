@@ -55,17 +55,59 @@ class ToolResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file sent to the model with a message: an image or a PDF (text documents travel as text).
+
+    `data` holds the raw bytes once loaded; a reference read from storage has `file_id` and empty
+    `data` until the chat service loads it (`chatcore.attachments`). `pages` is a PDF's estimated
+    page count (for prompt fitting), 0 when unknown or not a PDF.
+    """
+
+    media_type: str
+    data: bytes = b""
+    filename: str | None = None
+    file_id: str | None = None
+    size: int = 0
+    pages: int = 0
+
+    @property
+    def is_image(self) -> bool:
+        return self.media_type.startswith("image/")
+
+    @property
+    def kind(self) -> str:
+        """"image" or "document" (the word of a stub that stands for an omitted attachment)."""
+        return "image" if self.is_image else "document"
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One turn sent to a model.
 
     An assistant turn may carry the `tool_calls` it made (with or without text); a `tool` turn
-    carries `tool_results` (its `content` is usually empty).
+    carries `tool_results` (its `content` is usually empty). A user turn may carry `attachments`
+    (images and PDFs, in the provider's format chosen by each adapter).
     """
 
     role: Role
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_results: tuple[ToolResult, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+
+
+def attachment_refs(parts: tuple[dict[str, Any], ...] | list[dict[str, Any]] | None) -> tuple[Attachment, ...]:
+    """The stored file references among a message's UI parts (`{type: "file", fileId, mediaType, ...}`),
+    as attachments without bytes; parts without a `fileId` (not stored by the server) are ignored."""
+    if not parts:
+        return ()
+    refs: list[Attachment] = []
+    for part in parts:
+        if part.get("type") == "file" and isinstance(part.get("fileId"), str) and isinstance(part.get("mediaType"), str):
+            refs.append(Attachment(media_type=part["mediaType"], filename=part.get("filename"),
+                                   file_id=part["fileId"], size=int(part.get("size") or 0),
+                                   pages=int(part.get("pages") or 0)))
+    return tuple(refs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,4 +180,5 @@ class ChatRequest:
 
     def conversation(self) -> tuple[Message, ...]:
         """The user and assistant messages as provider messages (system ones are handled apart)."""
-        return tuple(Message(role=m.role, content=m.text) for m in self.messages if m.role != "system")
+        return tuple(Message(role=m.role, content=m.text, attachments=attachment_refs(m.parts))
+                     for m in self.messages if m.role != "system")

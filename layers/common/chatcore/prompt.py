@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chatcore import errors
-from chatcore.messages import Message
+from chatcore.messages import Attachment, Message
 from chatcore.tokens import DEFAULT_CHARS_PER_TOKEN, PER_MESSAGE_OVERHEAD, estimate_text_tokens
 
 SUMMARY_HEADING = "Summary of the earlier part of this conversation:"
@@ -30,8 +30,26 @@ class FittedPrompt:
     summary_included: bool
 
 
-def _message_tokens(message: Message, chars_per_token: float) -> int:
-    return estimate_text_tokens(message.content, chars_per_token) + PER_MESSAGE_OVERHEAD
+# Attachments, per provider: tokens for one image (the provider's cost of a large image after its own
+# downscaling) and for one PDF page (text plus the page image, where the provider sends both).
+IMAGE_TOKENS = {"openai": 1105, "anthropic": 1600, "gemini": 1290, "bedrock": 1600, "ollama": 800}
+PDF_PAGE_TOKENS = {"openai": 1500, "anthropic": 2300, "gemini": 560, "bedrock": 2300, "ollama": 1500}
+DEFAULT_IMAGE_TOKENS = 1600
+DEFAULT_PDF_PAGE_TOKENS = 2300
+UNKNOWN_PDF_PAGES = 10  # a PDF whose page count could not be estimated
+
+
+def attachment_tokens(attachment: Attachment, provider: str | None = None) -> int:
+    """The estimated input tokens of one attachment at `provider` (the largest known when None)."""
+    if attachment.is_image:
+        return IMAGE_TOKENS.get(provider or "", DEFAULT_IMAGE_TOKENS)
+    pages = attachment.pages or UNKNOWN_PDF_PAGES
+    return pages * PDF_PAGE_TOKENS.get(provider or "", DEFAULT_PDF_PAGE_TOKENS)
+
+
+def _message_tokens(message: Message, chars_per_token: float, provider: str | None = None) -> int:
+    tokens = estimate_text_tokens(message.content, chars_per_token) + PER_MESSAGE_OVERHEAD
+    return tokens + sum(attachment_tokens(a, provider) for a in message.attachments)
 
 
 def _system_tokens(text: str | None, chars_per_token: float) -> int:
@@ -47,9 +65,11 @@ def with_summary(system: str | None, summary: str | None) -> str | None:
 
 
 def fit_prompt(messages: Sequence[Message], system: str | None, summary: str | None, context_window: int,
-               max_output_tokens: int, calibration: float = DEFAULT_CHARS_PER_TOKEN) -> FittedPrompt:
+               max_output_tokens: int, calibration: float = DEFAULT_CHARS_PER_TOKEN,
+               provider: str | None = None) -> FittedPrompt:
     """Build the prompt for a deployment with `context_window` tokens that must leave room for
-    `max_output_tokens`; `calibration` is the conversation's characters per token.
+    `max_output_tokens`; `calibration` is the conversation's characters per token; `provider` picks
+    the token estimate of attachments (`attachment_tokens`).
 
     Priority when room is short: the system prompt, then the newest message, then the summary,
     then older messages newest first. Empty messages are skipped and the result never starts with
@@ -59,10 +79,10 @@ def fit_prompt(messages: Sequence[Message], system: str | None, summary: str | N
     """
     chars_per_token = calibration if calibration > 0 else DEFAULT_CHARS_PER_TOKEN
     budget = int(context_window * (1 - SAFETY_MARGIN)) - max_output_tokens
-    usable = [m for m in messages if m.content]
+    usable = [m for m in messages if m.content or m.attachments]
     if not usable:
         raise errors.RequestError("The conversation has no message to answer.")
-    used = _system_tokens(system, chars_per_token) + _message_tokens(usable[-1], chars_per_token)
+    used = _system_tokens(system, chars_per_token) + _message_tokens(usable[-1], chars_per_token, provider)
     if used > budget:
         raise errors.ContextTooLongError(
             f"The message is too long for this model: about {used} tokens of input plus {max_output_tokens} "
@@ -76,16 +96,16 @@ def fit_prompt(messages: Sequence[Message], system: str | None, summary: str | N
             final_system, used, summary_included = combined, used + extra, True
     kept = [usable[-1]]
     for message in reversed(usable[:-1]):
-        cost = _message_tokens(message, chars_per_token)
+        cost = _message_tokens(message, chars_per_token, provider)
         if used + cost > budget:
             break
         kept.append(message)
         used += cost
     kept.reverse()
     while kept and kept[0].role == "assistant":
-        used -= _message_tokens(kept.pop(0), chars_per_token)
+        used -= _message_tokens(kept.pop(0), chars_per_token, provider)
     if not kept:  # the newest message is an assistant one: send it anyway rather than nothing
         kept = [usable[-1]]
-        used += _message_tokens(usable[-1], chars_per_token)
+        used += _message_tokens(usable[-1], chars_per_token, provider)
     return FittedPrompt(system=final_system, messages=tuple(kept), estimated_input_tokens=used,
                         dropped_messages=len(usable) - len(kept), summary_included=summary_included)

@@ -174,6 +174,22 @@ class Settings:
     cache_nondeterministic: bool = False  # also cache requests without temperature 0
     cache_max_bytes: int = 350_000  # larger answers are not cached (DynamoDB items hold 400 KB)
 
+    # Attachments (README "Attachments"): files in S3, references in the history.
+    attachments_bucket: str | None = None  # None: no storage (inline files only in stateless chats)
+    s3_endpoint_url: str | None = None  # the local emulator's S3
+    attachments_max_inline_bytes: int = 4 * 1024 * 1024  # one data URL's decoded bytes
+    max_chat_body_bytes: int = 0  # /api/chat bodies (inline files); 0: MAX_BODY_BYTES
+    attachments_daily_files: int = 100  # per caller and UTC day; 0: no quota
+    attachments_daily_bytes: int = 200 * 1024 * 1024
+    attachments_replay_bytes: int = 8 * 1024 * 1024  # attachment bytes of earlier turns resent to a model
+    attachments_url_ttl_s: int = 3600  # presigned GETs of the history API
+    attachments_ttl_days: int = 30  # the bucket's lifecycle expiry; the file items' TTL
+
+    @property
+    def chat_body_limit(self) -> int:
+        """The largest `/api/chat` body: room for an inline file's data URL."""
+        return self.max_chat_body_bytes or self.max_body_bytes
+
     @classmethod
     def from_env(cls) -> Settings:
         openai_key = _str("OPENAI_API_KEY") or None
@@ -275,6 +291,16 @@ class Settings:
             cache_scope=_cache_scope(),
             cache_nondeterministic=_bool("CACHE_NONDETERMINISTIC", False),
             cache_max_bytes=_int("CACHE_MAX_BYTES", 350_000),
+            attachments_bucket=_str("ATTACHMENTS_BUCKET") or None,
+            s3_endpoint_url=_str("S3_ENDPOINT_URL") or None,
+            attachments_max_inline_bytes=_int("ATTACHMENTS_MAX_INLINE_BYTES", 4 * 1024 * 1024),
+            # A 4 MiB file is a 5.6 MB data URL, under the Function URL's 6 MB request limit.
+            max_chat_body_bytes=_int("MAX_CHAT_BODY_BYTES", 5_900_000),
+            attachments_daily_files=_int("ATTACHMENTS_DAILY_FILES", 100),
+            attachments_daily_bytes=_int("ATTACHMENTS_DAILY_BYTES", 200 * 1024 * 1024),
+            attachments_replay_bytes=_int("ATTACHMENTS_REPLAY_BYTES", 8 * 1024 * 1024),
+            attachments_url_ttl_s=_int("ATTACHMENTS_URL_TTL_S", 3600),
+            attachments_ttl_days=_int("ATTACHMENTS_TTL_DAYS", 30),
         )
 
 

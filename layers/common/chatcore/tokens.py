@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from chatcore.messages import Message
 
 PER_MESSAGE_OVERHEAD = 4
+ATTACHMENT_TOKENS = 1600  # a rough figure per image or document (chatcore.prompt has per-provider ones)
 DEFAULT_CHARS_PER_TOKEN = 4.0  # until a conversation is calibrated by reported usage
 
 
@@ -25,4 +26,5 @@ def estimate_messages_tokens(messages: Iterable[Message], system: str | None = N
     total = estimate_text_tokens(system or "", chars_per_token) + (PER_MESSAGE_OVERHEAD if system else 0)
     for message in messages:
         total += estimate_text_tokens(message.content, chars_per_token) + PER_MESSAGE_OVERHEAD
+        total += ATTACHMENT_TOKENS * len(message.attachments)
     return total

@@ -12,8 +12,11 @@ from chatcore.api.body_limit import BodySizeLimit
 from chatcore.api.chat_routes import router as chat_router
 from chatcore.api.conversations import router as conversations_router
 from chatcore.api.errors import StorageErrors, install_error_handlers
+from chatcore.api.files_routes import router as files_router
 from chatcore.api.models import router as models_router
 from chatcore.api.openai_routes import router as openai_router
+from chatcore.attachments import build_attachments
+from chatcore.attachments.service import Attachments
 from chatcore.auth import Authenticator, build_authenticator
 from chatcore.conversations import dynamo_memory
 from chatcore.conversations.memory import Memory, StatelessMemory
@@ -43,6 +46,7 @@ class Components:
     conversations: ConversationStore | None = None  # the history API's store; None when MEMORY=none
     router: Router | None = None  # built from `providers` when not given
     cache: ResponseCache | None = None  # the opt-in response cache; None: no caching
+    attachments: Attachments | None = None  # files in S3 (ATTACHMENTS_BUCKET); None: inline files, stateless only
 
 
 def default_components(settings: Settings, providers: ProviderRegistry | None = None) -> Components:
@@ -59,6 +63,7 @@ def default_components(settings: Settings, providers: ProviderRegistry | None = 
         conversations=stored.store if stored else None,
         router=router,
         cache=build_cache(settings),  # CACHE_STORE: dynamodb (with a table) or none
+        attachments=build_attachments(settings),  # ATTACHMENTS_BUCKET: S3 storage of files
     )
 
 
@@ -70,16 +75,23 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
 
     app = FastAPI(title="Streaming chat backend", version="0.1.0", docs_url="/docs", redoc_url=None)
     app.state.components = parts
-    app.state.chat = ChatService(settings, router, memory=parts.memory, limiter=parts.limiter, cache=parts.cache)
+    if parts.attachments is None:
+        parts.attachments = Attachments(settings)
+    app.state.chat = ChatService(settings, router, memory=parts.memory, limiter=parts.limiter, cache=parts.cache,
+                                 attachments=parts.attachments)
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(conversations_router)
+    app.include_router(files_router)
     app.include_router(models_router)
     app.include_router(openai_router)
 
     # Added before CORS, so CORS stays outermost and even a 413 or a 503 carries its headers.
     app.add_middleware(StorageErrors)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # The chat routes take inline files (data URLs): their own, larger limit (MAX_CHAT_BODY_BYTES).
+    chat_limit = max(settings.chat_body_limit, settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       path_limits={"/api/chat": chat_limit, "/api/chat/sse": chat_limit})
 
     if settings.cors_in_app:
         from starlette.middleware.cors import CORSMiddleware

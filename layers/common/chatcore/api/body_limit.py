@@ -20,9 +20,12 @@ class _TooLarge(Exception):
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """`max_bytes` for every path, except the paths in `path_limits` (exact match) with their own limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -30,8 +33,9 @@ class BodySizeLimit:
             return
         declared = _content_length(scope)
         path = str(scope.get("path", ""))
-        if declared is not None and declared > self.max_bytes:
-            await self._reject(send, path)
+        limit = self.path_limits.get(path.rstrip("/") or "/", self.max_bytes)
+        if declared is not None and declared > limit:
+            await self._reject(send, path, limit)
             return
 
         received = 0
@@ -43,7 +47,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     exceeded = True
                     raise _TooLarge
             return message
@@ -63,10 +67,10 @@ class BodySizeLimit:
             if not exceeded:
                 raise
         if exceeded and not response_started:
-            await self._reject(send, path)
+            await self._reject(send, path, limit)
 
-    async def _reject(self, send: Send, path: str) -> None:
-        error = PayloadTooLargeError(f"The request body is larger than {self.max_bytes} bytes.")
+    async def _reject(self, send: Send, path: str, limit: int) -> None:
+        error = PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
         body = json.dumps(error_body(error, 413, path)).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatcore import errors
+from chatcore.attachments.service import Attachments, file_ids
 from chatcore.conversations.store import MAX_TITLE_CHARS, ConversationStore, validate_conversation_id
 from chatcore.principal import Principal
 
@@ -33,8 +34,14 @@ def conversation_store(request: Request) -> ConversationStore:
     return store
 
 
+def attachments(request: Request) -> Attachments | None:
+    found: Attachments | None = getattr(request.app.state.components, "attachments", None)
+    return found
+
+
 Caller = Annotated[Principal, Depends(caller)]
 Store = Annotated[ConversationStore, Depends(conversation_store)]
+Files = Annotated[Attachments | None, Depends(attachments)]
 
 
 class RenameBody(BaseModel):
@@ -64,7 +71,7 @@ async def list_conversations(principal: Caller, store: Store,
 
 
 @router.get("/{conversation_id}")
-async def get_conversation(conversation_id: str, principal: Caller, store: Store) -> dict[str, Any]:
+async def get_conversation(conversation_id: str, principal: Caller, store: Store, files: Files) -> dict[str, Any]:
     """The conversation and its messages as AI SDK UIMessages (restore with `useChat({messages})`)."""
     validate_conversation_id(conversation_id)
 
@@ -77,11 +84,14 @@ async def get_conversation(conversation_id: str, principal: Caller, store: Store
     meta, messages = await asyncio.to_thread(read)
     if meta is None:
         raise errors.NotFoundError("Conversation not found.")
+    ui_messages = [m.ui_message() for m in messages]
+    if files is not None:  # file parts get a fresh download URL
+        ui_messages = await asyncio.to_thread(files.present, principal.user_id, ui_messages)
     return {
         **meta.summary_json(),
         "usage": {"inputTokens": meta.input_tokens, "outputTokens": meta.output_tokens},
         "summary": meta.summary,
-        "messages": [m.ui_message() for m in messages],
+        "messages": ui_messages,
     }
 
 
@@ -95,10 +105,16 @@ async def rename_conversation(conversation_id: str, body: RenameBody, principal:
 
 
 @router.delete("/{conversation_id}", status_code=204)
-async def delete_conversation(conversation_id: str, principal: Caller, store: Store) -> Response:
-    """Delete the conversation and every message of it."""
+async def delete_conversation(conversation_id: str, principal: Caller, store: Store, files: Files) -> Response:
+    """Delete the conversation, every message of it and the files its messages hold."""
     validate_conversation_id(conversation_id)
     if await asyncio.to_thread(store.get_meta, principal.user_id, conversation_id) is None:
         raise errors.NotFoundError("Conversation not found.")
+    held: list[str] = []
+    if files is not None and files.store is not None:
+        held = await asyncio.to_thread(lambda: [f for m in store.iter_messages(principal.user_id, conversation_id)
+                                                for f in file_ids(m.parts)])
     await asyncio.to_thread(store.delete, principal.user_id, conversation_id)
+    if files is not None:
+        await files.delete_files(principal.user_id, held)
     return Response(status_code=204)

@@ -29,7 +29,7 @@ from chatcore.conversations.store import (
 )
 from chatcore.conversations.summarizer import SummaryTrigger
 from chatcore.events import ErrorEvent, Event, Finish, ReasoningDelta, Start, TextDelta, Usage, UsageReport
-from chatcore.messages import ChatMessage, ChatRequest, Message, new_message_id
+from chatcore.messages import ChatMessage, ChatRequest, Message, attachment_refs, new_message_id
 from chatcore.observability import emit_metrics, get_logger
 from chatcore.settings import Settings
 from chatcore.tokens import DEFAULT_CHARS_PER_TOKEN
@@ -287,7 +287,9 @@ class DynamoMemory:
                 replaces.append(stored.pop())
         if not any(m.role == "user" for m in stored):
             raise errors.RequestError("The request has no user message.")
-        messages = tuple(Message(role=m.role, content=m.text) for m in stored if m.text)
+        messages = tuple(message for m in stored
+                         if (message := Message(role=m.role, content=m.text, attachments=attachment_refs(m.parts)))
+                         .content or message.attachments)
         meta = history.meta
         summary = meta.summary if meta else None
         text_chars = sum(len(m.content) for m in messages)

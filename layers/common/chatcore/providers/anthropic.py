@@ -26,10 +26,10 @@ from chatcore.events import (
     Usage,
     UsageReport,
 )
-from chatcore.messages import Message, ModelRequest
+from chatcore.messages import Attachment, Message, ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import provider_options, refuse_json_output
-from chatcore.providers.request_body import alternate, input_object, json_text, tool_choice
+from chatcore.providers.request_body import alternate, base64_data, input_object, json_text, tool_choice
 from chatcore.providers.streaming import SSEStreamParser, ToolCallStreams, add_counts, malformed, token_count
 from chatcore.settings import Settings
 
@@ -182,10 +182,24 @@ def _blocks(message: Message) -> list[dict[str, Any]]:
         if message.content:
             blocks.append({"type": "text", "text": message.content})
         return blocks
-    blocks = [{"type": "text", "text": message.content}] if message.content or not message.tool_calls else []
+    # Images and documents before the text that refers to them (Anthropic's recommendation).
+    blocks = [_attachment_block(a) for a in message.attachments]
+    if message.content or not (message.tool_calls or message.attachments):
+        blocks.append({"type": "text", "text": message.content})
     blocks.extend({"type": "tool_use", "id": c.id, "name": c.name, "input": input_object(c.input)}
                   for c in message.tool_calls)
     return blocks
+
+
+def _attachment_block(attachment: Attachment) -> dict[str, Any]:
+    """An `image` or `document` block with base64 data."""
+    source = {"type": "base64", "media_type": attachment.media_type, "data": base64_data(attachment)}
+    if attachment.is_image:
+        return {"type": "image", "source": source}
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if attachment.filename:
+        block["title"] = attachment.filename
+    return block
 
 
 def _messages(request: ModelRequest) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import ProbeResult, provider_options, refuse_json_output
 from chatcore.providers.decoders.eventstream import EventStreamDecoder
-from chatcore.providers.request_body import alternate, input_object, json_text, tool_choice
+from chatcore.providers.request_body import alternate, attachment_name, input_object, json_text, tool_choice
 from chatcore.providers.streaming import ToolCallStreams, add_counts, malformed, token_count, truncated
 from chatcore.settings import Settings
 
@@ -247,9 +247,38 @@ def _content(message: Message) -> list[dict[str, Any]]:
         if message.content:
             blocks.append({"text": message.content})
         return blocks
-    blocks = [{"text": message.content}] if message.content or not message.tool_calls else []
+    if message.attachments:
+        # Converse refuses a document without a text block beside it: there always is one.
+        blocks = _attachment_blocks(message)
+        blocks.append({"text": message.content if message.content.strip() else "(attached)"})
+    else:
+        blocks = [{"text": message.content}] if message.content or not message.tool_calls else []
     blocks.extend({"toolUse": {"toolUseId": c.id, "name": c.name, "input": input_object(c.input)}}
                   for c in message.tool_calls)
+    return blocks
+
+
+_IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+_DOCUMENT_FORMATS = {"application/pdf": "pdf", "text/plain": "txt", "text/markdown": "md", "text/csv": "csv"}
+
+
+def _attachment_blocks(message: Message) -> list[dict[str, Any]]:
+    """Converse `image` / `document` blocks with the raw bytes (botocore base64-encodes them); document
+    names unique within the message, as Converse requires."""
+    blocks: list[dict[str, Any]] = []
+    names: set[str] = set()
+    for attachment in message.attachments:
+        if attachment.media_type in _IMAGE_FORMATS:
+            blocks.append({"image": {"format": _IMAGE_FORMATS[attachment.media_type],
+                                     "source": {"bytes": attachment.data}}})
+            continue
+        name, n = attachment_name(attachment), 1
+        while name in names:
+            n += 1
+            name = f"{attachment_name(attachment)} ({n})"
+        names.add(name)
+        blocks.append({"document": {"format": _DOCUMENT_FORMATS.get(attachment.media_type, "txt"), "name": name,
+                                    "source": {"bytes": attachment.data}}})
     return blocks
 
 

@@ -32,7 +32,7 @@ from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import json_output, provider_options
 from chatcore.providers.decoders.sse import RawLine, SSEDecoder, SSEEvent
-from chatcore.providers.request_body import alternate, input_object, tool_choice
+from chatcore.providers.request_body import alternate, base64_data, input_object, tool_choice
 from chatcore.providers.streaming import ToolCallStreams, malformed, token_count, truncated
 from chatcore.settings import Settings
 
@@ -233,7 +233,8 @@ def _parts(message: Message) -> list[dict[str, Any]]:
         if message.content:
             parts.append({"text": message.content})
         return parts
-    if message.content or not message.tool_calls:
+    parts.extend({"inlineData": {"mimeType": a.media_type, "data": base64_data(a)}} for a in message.attachments)
+    if message.content or not (message.tool_calls or message.attachments):
         parts.append({"text": message.content})
     for call in message.tool_calls:
         part: dict[str, Any] = {"functionCall": {"name": call.name, "args": input_object(call.input)}}

@@ -29,7 +29,7 @@ from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import json_output, provider_options
 from chatcore.providers.decoders.ndjson import NDJSONDecoder
-from chatcore.providers.request_body import input_object, json_text, tool_choice
+from chatcore.providers.request_body import base64_data, input_object, json_text, tool_choice
 from chatcore.providers.streaming import ToolCallStreams, malformed, token_count, truncated
 from chatcore.settings import Settings
 
@@ -136,6 +136,10 @@ def _messages(message: Message) -> list[dict[str, Any]]:
     if message.role == "tool":
         return [{"role": "tool", "content": json_text(r.output), "tool_name": r.name} for r in message.tool_results]
     out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.attachments:
+        if any(not a.is_image for a in message.attachments):  # routing skips Ollama for these (no `pdf`)
+            raise errors.RequestError("Ollama accepts images only, not documents.")
+        out["images"] = [base64_data(a) for a in message.attachments]
     if message.tool_calls:
         out["tool_calls"] = [{"function": {"name": c.name, "arguments": input_object(c.input)}}
                              for c in message.tool_calls]

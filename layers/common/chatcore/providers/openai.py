@@ -28,7 +28,7 @@ from chatcore.events import (
 from chatcore.messages import Message, ModelRequest
 from chatcore.providers import http
 from chatcore.providers.base import provider_options
-from chatcore.providers.request_body import json_text, tool_choice
+from chatcore.providers.request_body import data_url, json_text, tool_choice
 from chatcore.providers.streaming import SSEStreamParser, ToolCallStreams, malformed, token_count
 from chatcore.settings import OPENAI_BASE_URL, Settings
 
@@ -194,7 +194,22 @@ def _message(message: Message) -> list[dict[str, Any]]:
         return [{"role": "assistant", "content": message.content or None, "tool_calls": [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json_text(c.input)}}
             for c in message.tool_calls]}]
+    if message.attachments:
+        return [{"role": message.role, "content": _content_parts(message)}]
     return [{"role": message.role, "content": message.content}]
+
+
+def _content_parts(message: Message) -> list[dict[str, Any]]:
+    """A message with attachments as content parts: its text, then images as `image_url` data URLs and
+    PDFs as `file` parts with `file_data`."""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}] if message.content else []
+    for attachment in message.attachments:
+        if attachment.is_image:
+            parts.append({"type": "image_url", "image_url": {"url": data_url(attachment)}})
+        else:
+            parts.append({"type": "file", "file": {"filename": attachment.filename or "document.pdf",
+                                                   "file_data": data_url(attachment)}})
+    return parts
 
 
 class OpenAIProvider(http.HTTPProvider):

@@ -5,12 +5,14 @@ The provider-specific shapes stay in each adapter; what is written once lives he
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from chatcore import errors
-from chatcore.messages import ModelRequest
+from chatcore.messages import Attachment, ModelRequest
 
 TOOL_CHOICES = ("auto", "none", "required")
 
@@ -68,3 +70,23 @@ def tool_choice(request: ModelRequest) -> str | None:
         return choice
     raise errors.RequestError(
         f"toolChoice must be auto, none, required or the name of an offered tool; got {choice!r}.")
+
+
+def base64_data(attachment: Attachment) -> str:
+    """The attachment's bytes in base64 (what every JSON API takes)."""
+    if not attachment.data:
+        raise errors.ChatError(f"Attachment {attachment.filename or attachment.file_id!r} was not loaded.")
+    return base64.b64encode(attachment.data).decode("ascii")
+
+
+def data_url(attachment: Attachment) -> str:
+    """The attachment as a `data:` URL (OpenAI's image_url and file_data)."""
+    return f"data:{attachment.media_type};base64,{base64_data(attachment)}"
+
+
+def attachment_name(attachment: Attachment, default: str = "document") -> str:
+    """A file name safe for every provider (Bedrock: letters, digits, single spaces, hyphens,
+    parentheses and square brackets), without its extension."""
+    stem = (attachment.filename or default).rsplit(".", 1)[0]
+    cleaned = " ".join(re.sub(r"[^A-Za-z0-9\-\(\)\[\] ]", " ", stem).split())
+    return cleaned[:100] or default

@@ -68,6 +68,9 @@ class _DeploymentSpec(BaseModel):
     weight: float = Field(default=1.0, gt=0)
     stand_in: bool = False
     cache: bool = False  # the response cache, for every request this deployment answers first
+    # What the model can read besides text; None: the provider's default (`CAPABILITIES`).
+    vision: bool | None = None
+    pdf: bool | None = None
 
 
 class _RegistrySpec(BaseModel):
@@ -99,6 +102,19 @@ class _RegistrySpec(BaseModel):
         return self
 
 
+# Attachments a provider's models take by default (a deployment's `vision` / `pdf` flags override):
+# (images, PDFs). Ollama takes images only (a text-only model sets `"vision": false`).
+CAPABILITIES: dict[str, tuple[bool, bool]] = {
+    "openai": (True, True), "anthropic": (True, True), "gemini": (True, True), "bedrock": (True, True),
+    "ollama": (True, False), "mock": (True, True),
+}
+
+
+def default_capabilities(provider: str) -> tuple[bool, bool]:
+    """(vision, pdf) of a provider's deployments unless the registry says otherwise."""
+    return CAPABILITIES.get(provider, (False, False))
+
+
 # --- Runtime types (hot path) ------------------------------------------------------------
 
 
@@ -123,10 +139,20 @@ class Deployment:
     ad_hoc: bool = False  # selected by `provider/model` (alone, no fallback chain)
     priced: bool = False  # the registry gives its prices (possibly 0): its cost is known, not assumed
     cache: bool = False  # answers of chains that start here are cached (chatcore.service.cache)
+    vision: bool = False  # takes images
+    pdf: bool = False  # takes PDF documents
 
     @property
     def qualified_model(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    def accepts(self, media_type: str) -> bool:
+        """Whether this deployment can be sent an attachment of `media_type` (text files travel as text)."""
+        if media_type.startswith("image/"):
+            return self.vision
+        if media_type == "application/pdf":
+            return self.pdf
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +233,8 @@ def ad_hoc_deployment(model: str) -> Deployment:
     if not sep or not provider or not rest:
         raise errors.UnknownModelError(
             f"Model must be a registry name or 'provider/model', e.g. 'mock/echo'; got {model!r}.")
-    return Deployment(name=model, provider=provider, model=rest, ad_hoc=True)
+    vision, pdf = default_capabilities(provider)
+    return Deployment(name=model, provider=provider, model=rest, ad_hoc=True, vision=vision, pdf=pdf)
 
 
 def build_registry(raw: Mapping[str, Any], source: str = "inline") -> ModelRegistry:
@@ -226,6 +253,8 @@ def build_registry(raw: Mapping[str, Any], source: str = "inline") -> ModelRegis
             first_token_timeout_s=d.timeouts.first_token_s, idle_timeout_s=d.timeouts.idle_s,
             total_timeout_s=d.timeouts.total_s, weight=d.weight, stand_in=d.stand_in, priced=d.prices is not None,
             cache=d.cache,
+            vision=d.vision if d.vision is not None else default_capabilities(d.provider)[0],
+            pdf=d.pdf if d.pdf is not None else default_capabilities(d.provider)[1],
         )
         for name, d in spec.deployments.items()
     }

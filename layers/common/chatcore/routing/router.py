@@ -103,7 +103,7 @@ def model_selector(model: str | None, complexity: str | None, default_model: str
 def _fit(turn: ChatTurn, deployment: Deployment, max_output: int) -> tuple[tuple[Message, ...], str | None]:
     """The turn's prompt fitted to the deployment's context window (summary folded into the system)."""
     fitted = fit_prompt(turn.messages, turn.system, turn.summary, deployment.context_window, max_output,
-                        calibration=turn.chars_per_token)
+                        calibration=turn.chars_per_token, provider=deployment.provider)
     return fitted.messages, fitted.system
 
 
@@ -151,6 +151,20 @@ class Router:
         """
         selection = self.select(turn)
         return Route(selection.requested, self.usable(selection))
+
+    @staticmethod
+    def for_attachments(route: Route, media_types: set[str]) -> Route:
+        """`route` without the deployments that cannot take one of `media_types` (registry flags `vision`,
+        `pdf`); a 400 naming the problem when none is left. Attachments are never silently dropped."""
+        if not media_types:
+            return route
+        chain = tuple(d for d in route.chain if all(d.accepts(t) for t in media_types))
+        if not chain:
+            kinds = sorted({"images" if t.startswith("image/") else t for t in media_types})
+            raise errors.RequestError(
+                f"Model {route.requested!r} cannot read the attached {' and '.join(kinds)}: no deployment of it "
+                "accepts them. Choose a model that does, or remove the attachment.")
+        return Route(route.requested, chain)
 
     def deployments(self) -> list[Deployment]:
         """Every configured deployment; the mock stand-ins only when no real provider is configured."""

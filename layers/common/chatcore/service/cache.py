@@ -100,7 +100,8 @@ def cache_key(scope: str, route: Route, turn: ChatTurn) -> str:
         "chain": [d.name for d in route.chain],
         "system": turn.system,
         "summary": turn.summary,
-        "messages": [[m.role, m.content] for m in turn.messages],
+        "messages": [[m.role, m.content, *(hashlib.sha256(a.data).hexdigest() for a in m.attachments)]
+                     for m in turn.messages],
         "temperature": turn.temperature,
         "top_p": turn.top_p,
         "seed": turn.seed,

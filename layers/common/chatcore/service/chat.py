@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from chatcore import errors
+from chatcore.attachments.service import Attachments
 from chatcore.conversations.memory import Memory, StatelessMemory
 from chatcore.events import Event, Start
 from chatcore.limits import Limiter, NoLimits
@@ -77,13 +78,15 @@ class ChatService:
     """Answers chat turns: limits, memory, routing, recording and settlement, for every entry point."""
 
     def __init__(self, settings: Settings, router: Router, *, memory: Memory | None = None,
-                 limiter: Limiter | None = None, cache: Cache | None = None) -> None:
+                 limiter: Limiter | None = None, cache: Cache | None = None,
+                 attachments: Attachments | None = None) -> None:
         self.settings = settings
         self.router = router
         self.memory: Memory = memory or StatelessMemory()
         self.limiter: Limiter = limiter or NoLimits()
         self.access = ModelAccess.from_json(settings.model_access_json)  # a bad document fails the cold start
         self.cache: Cache = cache or NoCache()  # the opt-in response cache (service/cache.py)
+        self.attachments = attachments or Attachments(settings)  # files: checked, stored in S3, loaded per turn
 
     async def stream(self, principal: Principal, request: ChatRequest, *, request_id: str | None = None,
                      deadline_s: float | None = None) -> ChatResponse:
@@ -96,6 +99,11 @@ class ChatService:
                          messages=(), max_output_tokens=max_output)
         route = self.router.route(draft)  # an unknown model is refused before anything is stored or charged
         self.access.check(principal.tier, route.requested)
+        # File parts: checked and stored (stored chats), the request keeps references (chatcore.attachments).
+        ingested = await self.attachments.ingest(
+            principal.user_id, request,
+            stored=request.conversation_id is not None and not isinstance(self.memory, StatelessMemory))
+        request = ingested.request
         estimate = estimate_messages_tokens(request.conversation(), system) + max_output
         # The limit check and the history read are independent: overlap their round trips.
         admitted, loaded = await asyncio.gather(
@@ -116,6 +124,11 @@ class ChatService:
             top_p=request.top_p, seed=request.seed, stop=request.stop, response_format=request.response_format,
         )
         try:
+            if any(m.attachments for m in turn.messages):
+                # The bytes the model reads; deployments that cannot read them are skipped (400 if none can).
+                messages = await self.attachments.hydrate(principal.user_id, turn.messages, ingested.inline)
+                route = self.router.for_attachments(route, self.attachments.media_types(messages))
+                turn = replace(turn, messages=messages)
             # A cache hit replays a stored answer instead of routing; limits and memory treat it as any answer.
             cached = await self.cache.lookup(principal, request, route, turn)
             source = self.cache.serve(cached, turn, lambda: self.router.stream(turn, route))
