@@ -82,6 +82,14 @@ def _cache_scope() -> str:
     return raw
 
 
+def _vector_index() -> str:
+    """`MEMORY_VECTOR_INDEX`: dynamodb (the table's vector index, SearchVectors) in Lambda, else local."""
+    raw = _str("MEMORY_VECTOR_INDEX").lower() or ("dynamodb" if in_lambda() else "local")
+    if raw not in ("dynamodb", "local"):
+        raise ValueError(f"MEMORY_VECTOR_INDEX must be 'dynamodb' or 'local', got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     stage: str = "local"
@@ -173,6 +181,16 @@ class Settings:
     cache_nondeterministic: bool = False  # also cache requests without temperature 0
     cache_max_bytes: int = 350_000  # larger answers are not cached (DynamoDB items hold 400 KB)
 
+    # Long-term memory per user (README "Long-term memory", docs/data-model.md).
+    long_term_memory: bool = False  # defaults to on when MEMORY=dynamodb
+    embedding_model: str = "local/hash"  # local/hash | bedrock/... | openai/... | gemini/... | ollama/...
+    embedding_dimensions: int = 256
+    memory_vector_index: str = "local"  # dynamodb (SearchVectors) | local (exact scan); dynamodb in Lambda
+    memory_digest_size: int = 20  # memories read with the history on every turn
+    memory_search_top_k: int = 8
+    memory_search_timeout_ms: float = 300.0
+    memory_prompt_tokens: int = 300  # cap of the memory block in the system prompt
+
     @classmethod
     def from_env(cls) -> Settings:
         openai_key = _str("OPENAI_API_KEY") or None
@@ -196,6 +214,9 @@ class Settings:
             default_model = "default" if real_provider else "mock/echo"
         stage = _str("STAGE", "local")
         local = stage == "local"
+        memory = _memory_backend()
+        # No provider key (a fresh checkout): summaries and memory extraction by the deterministic mock.
+        summary_model = _str("SUMMARY_MODEL") or ("mock/summarize" if default_model == "mock/echo" else default_model)
         return cls(
             stage=stage,
             mock_provider=_bool("MOCK_PROVIDER", local),
@@ -229,12 +250,12 @@ class Settings:
             max_message_chars=_int("MAX_MESSAGE_CHARS", 100_000),
             allow_client_system_prompt=_bool("ALLOW_CLIENT_SYSTEM_PROMPT", False),
             system_prompt=_str("SYSTEM_PROMPT") or None,
-            memory=_memory_backend(),
+            memory=memory,
             conversation_ttl_days=_int("CONVERSATION_TTL_DAYS", 30),
             max_stored_message_bytes=_int("MAX_STORED_MESSAGE_BYTES", 300_000),
             history_max_chars=_int("HISTORY_MAX_CHARS", 2_000_000),
             summarize_function_name=_str("SUMMARIZE_FUNCTION_NAME") or None,
-            summary_model=_str("SUMMARY_MODEL") or default_model,
+            summary_model=summary_model,
             summary_trigger_tokens=_int("SUMMARY_TRIGGER_TOKENS", 6_000),
             summary_keep_recent=_int("SUMMARY_KEEP_RECENT", 6),
             summary_max_input_chars=_int("SUMMARY_MAX_INPUT_CHARS", 200_000),
@@ -273,6 +294,14 @@ class Settings:
             cache_scope=_cache_scope(),
             cache_nondeterministic=_bool("CACHE_NONDETERMINISTIC", False),
             cache_max_bytes=_int("CACHE_MAX_BYTES", 350_000),
+            long_term_memory=_bool("LONG_TERM_MEMORY", memory == "dynamodb"),
+            embedding_model=_str("EMBEDDING_MODEL", "local/hash"),
+            embedding_dimensions=_int("EMBEDDING_DIMENSIONS", 256),
+            memory_vector_index=_vector_index(),
+            memory_digest_size=_int("MEMORY_DIGEST_SIZE", 20),
+            memory_search_top_k=_int("MEMORY_SEARCH_TOP_K", 8),
+            memory_search_timeout_ms=_float("MEMORY_SEARCH_TIMEOUT_MS", 300.0),
+            memory_prompt_tokens=_int("MEMORY_PROMPT_TOKENS", 300),
         )
 
 
