@@ -13,7 +13,6 @@ import dataclasses
 import statistics
 import sys
 import time
-from typing import Any
 
 import httpx
 
@@ -23,7 +22,6 @@ from devtools.template_tables import create_tables
 
 def main(turns: int = 100) -> None:
     import boto3
-    import uvicorn
     from chatcore.api.app import create_app, default_components
     from chatcore.settings import Settings
 

@@ -80,7 +80,7 @@ def test_the_extraction_prompt_uses_temporary_ids_and_user_messages_only() -> No
 def test_memory_off_and_temporary_conversations_remember_nothing(memory_app: Callable[..., Any],
                                                                  new_user: Callable[[], str],
                                                                  poll: Callable[..., Any]) -> None:
-    base, components = memory_app()
+    base, _ = memory_app()
     off, temporary = new_user(), new_user()
     response = httpx.put(f"{base}/api/memories/settings", json={"enabled": False}, headers={"x-test-user": off})
     assert response.json() == {"enabled": False}

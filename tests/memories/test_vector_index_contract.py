@@ -81,7 +81,7 @@ def test_nearest_first_with_cosine_distance(backend: tuple[MemoryStore, MemoryIn
     for text in ("my favourite colour is teal", "I live in Lisbon", "I am allergic to peanuts"):
         remember(store, user, text)
     hits = index.search(user, vec("what is my favourite colour"), 3)
-    assert [h.memory.text for h in hits][0] == "my favourite colour is teal"
+    assert hits and hits[0].memory.text == "my favourite colour is teal"
     assert [h.distance for h in hits] == sorted(h.distance for h in hits)
     exact = index.search(user, vec("I live in Lisbon"), 1)
     assert len(exact) == 1 and exact[0].memory.text == "I live in Lisbon" and abs(exact[0].distance) < 1e-4
