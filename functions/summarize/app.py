@@ -1,6 +1,8 @@
 """Summarize function entry point: extends one conversation's rolling summary.
 
-Invoked asynchronously by the chat function with `{"user_id": "...", "conversation_id": "..."}`.
+Invoked asynchronously by the chat function with `{"user_id": "...", "conversation_id": "..."}`, plus
+`"turn"` (the answer's message id) and `"summarize"` after every turn when long-term memory is on:
+the turn's facts are extracted into the user's memories (chatcore.memories).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Any
 
 from chatcore.conversations.store import ConversationStore
 from chatcore.conversations.summarizer import ConversationSummarizer, handle_summarize_event
+from chatcore.memories import build_long_term_memory
 from chatcore.observability import get_logger
 from chatcore.providers import ProviderRegistry
 from chatcore.routing.router import Router
@@ -20,7 +23,9 @@ from chatcore.settings import get_settings
 def summarizer() -> ConversationSummarizer:
     """Built on the first invocation and reused while the instance lives (no AWS call at import)."""
     settings = get_settings()
-    return ConversationSummarizer(settings, ConversationStore(settings), Router(settings, ProviderRegistry(settings)))
+    router = Router(settings, ProviderRegistry(settings))
+    observers = [build_long_term_memory(settings, router).extractor] if settings.long_term_memory else []
+    return ConversationSummarizer(settings, ConversationStore(settings), router, observers)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

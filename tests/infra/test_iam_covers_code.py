@@ -35,6 +35,7 @@ OPERATIONS = {
     "get_item": "GetItem", "batch_get_item": "BatchGetItem", "put_item": "PutItem", "update_item": "UpdateItem",
     "delete_item": "DeleteItem", "query": "Query", "scan": "Scan", "batch_write_item": "BatchWriteItem",
     "transact_write_items": "TransactWriteItems", "transact_get_items": "TransactGetItems",
+    "search_vectors": "SearchVectors",
 }
 # Allowed without a direct call: items written inside TransactWriteItems need their own actions.
 IMPLIED = {"TransactWriteItems": {"PutItem", "UpdateItem", "DeleteItem", "ConditionCheckItem"}}

@@ -239,8 +239,11 @@ def test_no_wildcard_actions_and_no_broad_policy_templates(template: dict[str, A
 
 def test_chat_function_gets_exactly_the_table_actions_it_needs(template: dict[str, Any]) -> None:
     statements = [s for owner, s in policy_statements(template) if owner == "ChatFunction"]
-    table = [s for s in statements if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))]
+    table = [s for s in statements if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))
+             and s["Action"] != "dynamodb:SearchVectors"]
     assert len(table) == 1
+    search = [s for s in statements if s["Action"] == "dynamodb:SearchVectors"]  # long-term memory recall
+    assert [s["Resource"] for s in search] == [tag("Sub", "${ChatTable.Arn}/index/memories")]
     assert set(table[0]["Action"]) == {f"dynamodb:{a}" for a in (
         "GetItem", "BatchGetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchWriteItem", "TransactWriteItems",
         "ConditionCheckItem")}

@@ -119,6 +119,13 @@ def test_scoped_roles_touch_only_their_own_items(template: dict[str, Any], funct
     assert statements
     for statement in statements:
         actions = {a.removeprefix("dynamodb:") for a in as_list(statement["Action"])}
+        if actions == {"SearchVectors"}:  # long-term memory: the vector index, scoped by the code
+            assert statement["Resource"] == tag("Sub", "${ChatTable.Arn}/index/memories")
+            continue
+        if statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"] == ["USER#*#MEM"]:
+            # The user's memory partition: extraction deletes memories a user retracted.
+            assert not actions & (forbidden - {"DeleteItem", "BatchWriteItem"}), f"{function}: {sorted(actions)}"
+            continue
         assert not actions & forbidden, f"{function}: {sorted(actions & forbidden)}"
         assert as_list(statement["Resource"]) == [tag("GetAtt", "ChatTable.Arn")], "table only, no index"
         (keys,) = statement["Condition"]["ForAllValues:StringLike"].values()

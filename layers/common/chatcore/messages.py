@@ -170,6 +170,7 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     response_format: dict[str, Any] | None = None  # see `ModelRequest.response_format`
     cache: bool | None = None  # the response cache: True asks for it, False refuses it, None: the deployment's setting
+    temporary: bool = False  # a temporary conversation: long-term memory is neither used nor written
 
     def client_system_prompts(self) -> list[str]:
         """System text the client sent: system messages, then the `system` field."""

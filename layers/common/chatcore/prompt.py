@@ -1,7 +1,8 @@
 """Fit a conversation into one deployment's context window.
 
-The prompt is: the system prompt, then the rolling summary (appended to the system prompt, so every
-provider accepts it), then as many of the most recent messages as fit, so that the estimated input
+The prompt is: the system prompt, then the user's long-term memories (a delimited block, already capped
+in tokens), then the rolling summary (both appended to the system prompt, so every provider accepts
+them), then as many of the most recent messages as fit, so that the estimated input
 plus the reserved output stays inside the window. Estimates use the conversation's calibrated
 characters-per-token ratio and keep a safety margin, because they are estimates.
 """
@@ -28,6 +29,7 @@ class FittedPrompt:
     estimated_input_tokens: int
     dropped_messages: int  # older messages left out for lack of room
     summary_included: bool
+    memories_included: bool = False
 
 
 # Attachments, per provider: tokens for one image (the provider's cost of a large image after its own
@@ -64,15 +66,22 @@ def with_summary(system: str | None, summary: str | None) -> str | None:
     return f"{system}\n\n{block}" if system else block
 
 
+def with_memories(system: str | None, memories: str | None) -> str | None:
+    """The system text with the long-term memory block appended."""
+    if not memories:
+        return system
+    return f"{system}\n\n{memories}" if system else memories
+
+
 def fit_prompt(messages: Sequence[Message], system: str | None, summary: str | None, context_window: int,
                max_output_tokens: int, calibration: float = DEFAULT_CHARS_PER_TOKEN,
-               provider: str | None = None) -> FittedPrompt:
+               provider: str | None = None, memories: str | None = None) -> FittedPrompt:
     """Build the prompt for a deployment with `context_window` tokens that must leave room for
     `max_output_tokens`; `calibration` is the conversation's characters per token; `provider` picks
     the token estimate of attachments (`attachment_tokens`).
 
-    Priority when room is short: the system prompt, then the newest message, then the summary,
-    then older messages newest first. Empty messages are skipped and the result never starts with
+    Priority when room is short: the system prompt, then the newest message, then the memory block
+    (`memories`), then the summary, then older messages newest first. Empty messages are skipped and the result never starts with
     an assistant message (several providers reject that). Raises `ContextTooLongError` (413) only
     when even the system prompt and the newest message alone do not fit: a shorter prompt would not
     serve, and a deployment with a larger window might.
@@ -88,10 +97,15 @@ def fit_prompt(messages: Sequence[Message], system: str | None, summary: str | N
             f"The message is too long for this model: about {used} tokens of input plus {max_output_tokens} "
             f"of output exceed its {context_window}-token window.")
     final_system = system
-    summary_included = False
-    if summary:
-        combined = with_summary(system, summary)
+    summary_included = memories_included = False
+    if memories:
+        combined = with_memories(system, memories)
         extra = _system_tokens(combined, chars_per_token) - _system_tokens(system, chars_per_token)
+        if used + extra <= budget:
+            final_system, used, memories_included = combined, used + extra, True
+    if summary:
+        combined = with_summary(final_system, summary)
+        extra = _system_tokens(combined, chars_per_token) - _system_tokens(final_system, chars_per_token)
         if used + extra <= budget:
             final_system, used, summary_included = combined, used + extra, True
     kept = [usable[-1]]
@@ -108,4 +122,5 @@ def fit_prompt(messages: Sequence[Message], system: str | None, summary: str | N
         kept = [usable[-1]]
         used += _message_tokens(usable[-1], chars_per_token, provider)
     return FittedPrompt(system=final_system, messages=tuple(kept), estimated_input_tokens=used,
-                        dropped_messages=len(usable) - len(kept), summary_included=summary_included)
+                        dropped_messages=len(usable) - len(kept), summary_included=summary_included,
+                        memories_included=memories_included)

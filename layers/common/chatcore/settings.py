@@ -82,6 +82,14 @@ def _cache_scope() -> str:
     return raw
 
 
+def _vector_index() -> str:
+    """`MEMORY_VECTOR_INDEX`: dynamodb (the table's vector index, SearchVectors) in Lambda, else local."""
+    raw = _str("MEMORY_VECTOR_INDEX").lower() or ("dynamodb" if in_lambda() else "local")
+    if raw not in ("dynamodb", "local"):
+        raise ValueError(f"MEMORY_VECTOR_INDEX must be 'dynamodb' or 'local', got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     stage: str = "local"
@@ -189,6 +197,15 @@ class Settings:
     def chat_body_limit(self) -> int:
         """The largest `/api/chat` body: room for an inline file's data URL."""
         return self.max_chat_body_bytes or self.max_body_bytes
+    # Long-term memory per user (README "Long-term memory", docs/data-model.md).
+    long_term_memory: bool = False  # defaults to on when MEMORY=dynamodb
+    embedding_model: str = "local/hash"  # local/hash | bedrock/... | openai/... | gemini/... | ollama/...
+    embedding_dimensions: int = 256
+    memory_vector_index: str = "local"  # dynamodb (SearchVectors) | local (exact scan); dynamodb in Lambda
+    memory_digest_size: int = 20  # memories read with the history on every turn
+    memory_search_top_k: int = 8
+    memory_search_timeout_ms: float = 300.0
+    memory_prompt_tokens: int = 300  # cap of the memory block in the system prompt
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -213,6 +230,9 @@ class Settings:
             default_model = "default" if real_provider else "mock/echo"
         stage = _str("STAGE", "local")
         local = stage == "local"
+        memory = _memory_backend()
+        # No provider key (a fresh checkout): summaries and memory extraction by the deterministic mock.
+        summary_model = _str("SUMMARY_MODEL") or ("mock/summarize" if default_model == "mock/echo" else default_model)
         return cls(
             stage=stage,
             mock_provider=_bool("MOCK_PROVIDER", local),
@@ -247,12 +267,12 @@ class Settings:
             max_message_chars=_int("MAX_MESSAGE_CHARS", 100_000),
             allow_client_system_prompt=_bool("ALLOW_CLIENT_SYSTEM_PROMPT", False),
             system_prompt=_str("SYSTEM_PROMPT") or None,
-            memory=_memory_backend(),
+            memory=memory,
             conversation_ttl_days=_int("CONVERSATION_TTL_DAYS", 30),
             max_stored_message_bytes=_int("MAX_STORED_MESSAGE_BYTES", 300_000),
             history_max_chars=_int("HISTORY_MAX_CHARS", 2_000_000),
             summarize_function_name=_str("SUMMARIZE_FUNCTION_NAME") or None,
-            summary_model=_str("SUMMARY_MODEL") or default_model,
+            summary_model=summary_model,
             summary_trigger_tokens=_int("SUMMARY_TRIGGER_TOKENS", 6_000),
             summary_keep_recent=_int("SUMMARY_KEEP_RECENT", 6),
             summary_max_input_chars=_int("SUMMARY_MAX_INPUT_CHARS", 200_000),
@@ -301,6 +321,14 @@ class Settings:
             attachments_replay_bytes=_int("ATTACHMENTS_REPLAY_BYTES", 8 * 1024 * 1024),
             attachments_url_ttl_s=_int("ATTACHMENTS_URL_TTL_S", 3600),
             attachments_ttl_days=_int("ATTACHMENTS_TTL_DAYS", 30),
+            long_term_memory=_bool("LONG_TERM_MEMORY", memory == "dynamodb"),
+            embedding_model=_str("EMBEDDING_MODEL", "local/hash"),
+            embedding_dimensions=_int("EMBEDDING_DIMENSIONS", 256),
+            memory_vector_index=_vector_index(),
+            memory_digest_size=_int("MEMORY_DIGEST_SIZE", 20),
+            memory_search_top_k=_int("MEMORY_SEARCH_TOP_K", 8),
+            memory_search_timeout_ms=_float("MEMORY_SEARCH_TIMEOUT_MS", 300.0),
+            memory_prompt_tokens=_int("MEMORY_PROMPT_TOKENS", 300),
         )
 
 

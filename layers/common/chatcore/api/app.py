@@ -13,6 +13,7 @@ from chatcore.api.chat_routes import router as chat_router
 from chatcore.api.conversations import router as conversations_router
 from chatcore.api.errors import StorageErrors, install_error_handlers
 from chatcore.api.files_routes import router as files_router
+from chatcore.api.memories_routes import router as memories_router
 from chatcore.api.models import router as models_router
 from chatcore.api.openai_routes import router as openai_router
 from chatcore.attachments import build_attachments
@@ -22,6 +23,7 @@ from chatcore.conversations import dynamo_memory
 from chatcore.conversations.memory import Memory, StatelessMemory
 from chatcore.conversations.store import ConversationStore
 from chatcore.limits import Limiter, build_limiter
+from chatcore.memories import LongTermMemory, build_long_term_memory
 from chatcore.providers import ProviderRegistry
 from chatcore.routing.router import Router
 from chatcore.service.cache import ResponseCache, build_cache
@@ -47,13 +49,18 @@ class Components:
     router: Router | None = None  # built from `providers` when not given
     cache: ResponseCache | None = None  # the opt-in response cache; None: no caching
     attachments: Attachments | None = None  # files in S3 (ATTACHMENTS_BUCKET); None: inline files, stateless only
+    memories: LongTermMemory | None = None  # long-term memory per user; None: off
 
 
 def default_components(settings: Settings, providers: ProviderRegistry | None = None) -> Components:
     providers = providers or ProviderRegistry(settings)
     router = Router(settings, providers)
     # MEMORY=dynamodb (the default when a table is configured) keeps history server-side.
-    stored = dynamo_memory(settings, router) if settings.memory == "dynamodb" else None
+    # LONG_TERM_MEMORY (on with stored history): extraction after each turn, recall on the chat path.
+    memories = (build_long_term_memory(settings, router)
+                if settings.memory == "dynamodb" and settings.long_term_memory else None)
+    stored = (dynamo_memory(settings, router, (memories.extractor,) if memories else ())
+              if settings.memory == "dynamodb" else None)
     return Components(
         settings=settings,
         providers=providers,
@@ -64,6 +71,7 @@ def default_components(settings: Settings, providers: ProviderRegistry | None = 
         router=router,
         cache=build_cache(settings),  # CACHE_STORE: dynamodb (with a table) or none
         attachments=build_attachments(settings),  # ATTACHMENTS_BUCKET: S3 storage of files
+        memories=memories,
     )
 
 
@@ -78,11 +86,13 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
     if parts.attachments is None:
         parts.attachments = Attachments(settings)
     app.state.chat = ChatService(settings, router, memory=parts.memory, limiter=parts.limiter, cache=parts.cache,
-                                 attachments=parts.attachments)
+                                 attachments=parts.attachments,
+                                 recall=parts.memories.recall if parts.memories else None)
     install_error_handlers(app)
     app.include_router(chat_router)
     app.include_router(conversations_router)
     app.include_router(files_router)
+    app.include_router(memories_router)
     app.include_router(models_router)
     app.include_router(openai_router)
 

@@ -72,6 +72,7 @@ class ChatRequestBody(BaseModel):
     # Per-provider options, keyed by provider name, as the AI SDK sends them (checked by each adapter).
     providerOptions: dict[str, dict[str, Any]] | None = Field(default=None, max_length=10)
     cache: bool | None = None  # the response cache (docs/cache.md); the `x-chat-cache` header wins
+    temporary: bool = False  # neither remembered nor reading long-term memory (README "Long-term memory")
 
     _clean_system = field_validator("system")(clean_text)
 
@@ -120,5 +121,5 @@ def to_chat_request(body: ChatRequestBody, cache: bool | None = None) -> ChatReq
         conversation_id=body.id, trigger=body.trigger, message_id=body.messageId, model=body.model,
         complexity=body.complexity, provider=body.provider, system=body.system, temperature=body.temperature,
         max_output_tokens=body.maxOutputTokens, provider_options=body.providerOptions or {},
-        cache=cache if cache is not None else body.cache,
+        cache=cache if cache is not None else body.cache, temporary=body.temporary,
     )

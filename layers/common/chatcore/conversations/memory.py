@@ -104,6 +104,7 @@ class StoredTurn:
     prompt_chars: int = 0
     unsummarized_chars: int = 0
     message_id: str = field(default_factory=new_message_id)
+    temporary: bool = False  # not passed to the turn observers (long-term memory)
 
     async def record(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         """Store the user message while the model is called; pass the events through and store the
@@ -297,7 +298,7 @@ class DynamoMemory:
             memory=self, user_id=user_id, conversation_id=conversation_id, messages=messages, summary=summary,
             chars_per_token=meta.chars_per_token if meta else DEFAULT_CHARS_PER_TOKEN, new_user=new_user,
             replaces=tuple(replaces), prompt_chars=text_chars + len(system or "") + len(summary or ""),
-            unsummarized_chars=text_chars,
+            unsummarized_chars=text_chars, temporary=request.temporary,
         )
 
     async def store_answer(self, turn: StoredTurn, message: StoredMessage, usage: Usage | None) -> None:
@@ -310,5 +311,9 @@ class DynamoMemory:
                                 replaces=turn.replaces, calibration=sample)
         threshold = self.settings.summary_trigger_tokens
         unsummarized = int((turn.unsummarized_chars + len(message.text)) / turn.chars_per_token)
-        if self.trigger is not None and threshold > 0 and unsummarized >= threshold:
+        due = threshold > 0 and unsummarized >= threshold
+        observe = self.trigger is not None and self.trigger.observes_turns and not turn.temporary
+        if self.trigger is not None and observe:
+            await self.trigger.fire(turn.user_id, conversation_id, summarize=due, turn=message.id)
+        elif self.trigger is not None and due:
             await self.trigger.fire(turn.user_id, conversation_id)

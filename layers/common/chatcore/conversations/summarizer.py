@@ -5,6 +5,10 @@ summary does not cover pass `SUMMARY_TRIGGER_TOKENS`: an asynchronous invoke of 
 Lambda when `SUMMARIZE_FUNCTION_NAME` is set, else an in-process background task (local use).
 A run is idempotent and safe against a concurrent run: the summary is written only if the stored
 one is still the one it extended (`ConversationStore.write_summary`).
+
+The same path serves `TurnObserver`s (long-term memory extraction): after every non-temporary turn
+the trigger passes the turn's id (its answer's message id), and the observers get the user messages
+of that turn, before any summarization of the same run.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from chatcore import background, errors
 from chatcore.conversations.store import ConversationStore, StoredMessage, validate_conversation_id
@@ -73,13 +77,42 @@ class SummaryResult:
     through: str | None = None
 
 
+class TurnObserver(Protocol):
+    """Work on a finished turn's user messages, off the response path (long-term memory extraction)."""
+
+    async def observe_turn(self, user_id: str, conversation_id: str, turn_id: str,
+                           user_messages: Sequence[str]) -> None: ...
+
+
+TURN_READ_CHARS = 50_000
+
+
 class ConversationSummarizer:
     """Extends a conversation's summary with the messages after it, leaving the newest ones verbatim."""
 
-    def __init__(self, settings: Settings, store: ConversationStore, router: Router) -> None:
+    def __init__(self, settings: Settings, store: ConversationStore, router: Router,
+                 observers: Sequence[TurnObserver] = ()) -> None:
         self.settings = settings
         self.store = store
         self.router = router
+        self.observers = tuple(observers)
+
+    async def observe_turn(self, user_id: str, conversation_id: str, turn_id: str) -> bool:
+        """Hand the user messages of turn `turn_id` (its answer's id) to the observers; False if it is gone."""
+        if not self.observers:
+            return True
+        history = await asyncio.to_thread(self.store.load_recent, user_id, conversation_id, TURN_READ_CHARS)
+        messages = history.messages
+        end = next((i for i, m in enumerate(messages) if m.id == turn_id and m.role == "assistant"), None)
+        if end is None:
+            return False  # replaced by a regenerated answer (whose own turn is observed) or deleted
+        start = end
+        while start > 0 and messages[start - 1].role == "user":
+            start -= 1
+        texts = [m.text for m in messages[start:end]]
+        for observer in self.observers:
+            await observer.observe_turn(user_id, conversation_id, turn_id, texts)
+        return True
 
     async def summarize(self, user_id: str, conversation_id: str) -> SummaryResult:
         meta = await asyncio.to_thread(self.store.get_meta, user_id, conversation_id)
@@ -147,23 +180,36 @@ class SummaryTrigger:
         self.settings = settings
         self.summarizer = summarizer
 
-    async def fire(self, user_id: str, conversation_id: str) -> None:
+    @property
+    def observes_turns(self) -> bool:
+        """True when every turn should be passed on (the summarizer has `TurnObserver`s)."""
+        return bool(self.summarizer.observers)
+
+    async def fire(self, user_id: str, conversation_id: str, *, summarize: bool = True,
+                   turn: str | None = None) -> None:
         try:
             if self.settings.summarize_function_name:
-                await asyncio.to_thread(self._invoke, user_id, conversation_id)
+                await asyncio.to_thread(self._invoke, user_id, conversation_id, summarize, turn)
             else:
-                background.spawn(self._run_here(user_id, conversation_id), drained=False)
+                background.spawn(self._run_here(user_id, conversation_id, summarize, turn), drained=False)
         except Exception as exc:
             get_logger().warning("summarization not started", extra={"error": type(exc).__name__})
 
-    def _invoke(self, user_id: str, conversation_id: str) -> None:
-        payload = json.dumps({"user_id": user_id, "conversation_id": conversation_id}).encode()
+    def _invoke(self, user_id: str, conversation_id: str, summarize: bool = True, turn: str | None = None) -> None:
+        event: dict[str, Any] = {"user_id": user_id, "conversation_id": conversation_id}
+        if turn is not None:
+            event.update(turn=turn, summarize=summarize)
         _lambda_client(self.settings.aws_region).invoke(
-            FunctionName=self.settings.summarize_function_name, InvocationType="Event", Payload=payload)
+            FunctionName=self.settings.summarize_function_name, InvocationType="Event",
+            Payload=json.dumps(event).encode())
 
-    async def _run_here(self, user_id: str, conversation_id: str) -> None:
+    async def _run_here(self, user_id: str, conversation_id: str, summarize: bool = True,
+                        turn: str | None = None) -> None:
         try:
-            await self.summarizer.summarize(user_id, conversation_id)
+            if turn is not None:
+                await self.summarizer.observe_turn(user_id, conversation_id, turn)
+            if summarize:
+                await self.summarizer.summarize(user_id, conversation_id)
         except Exception as exc:
             get_logger().warning("local summarization failed", extra={"error": type(exc).__name__})
 
@@ -183,7 +229,14 @@ def handle_summarize_event(event: Mapping[str, Any], summarizer: ConversationSum
         validate_conversation_id(conversation_id)
     except errors.RequestError as exc:
         return {"status": "invalid", "error": exc.message}
+    turn = event.get("turn")
+    if turn is not None and not isinstance(turn, str):
+        return {"status": "invalid", "error": "'turn' must be a string."}
     try:
+        if turn is not None:  # before the summary: the turn's messages are then still unsummarized
+            asyncio.run(summarizer.observe_turn(user_id, conversation_id, turn))
+        if event.get("summarize", True) is False:
+            return {"status": "observed", "covered_messages": 0, "through": None}
         result = asyncio.run(summarizer.summarize(user_id, conversation_id))
     except Exception as exc:
         emit_metrics("summarize", {"Outcome": "failed"}, {"SummaryErrors": (1, "Count")})

@@ -2,7 +2,8 @@
 
 The model name picks the behaviour, and query-style parameters tune it, e.g.
 `mock/echo`, `mock/lorem?tokens=200&pace_ms=5`, `mock/fail-429`, `mock/fail-after-5`,
-`mock/stall`, `mock/truncate-after-3`, `mock/tool-call?name=get_weather&input=%7B%22city%22%3A%22Paris%22%7D`.
+`mock/stall`, `mock/truncate-after-3`, `mock/tool-call?name=get_weather&input=%7B%22city%22%3A%22Paris%22%7D`,
+`mock/summarize` (summaries and long-term memory extraction: `Remember: ...` / `Forget: ...`).
 See the README for the full list. Parameters are bounded (a caller must not be able to make
 the mock build gigabytes of text or sleep for hours), and a malformed one is a 400.
 """
@@ -49,7 +50,7 @@ LOREM = ["Lorem", "ipsum", "dolor", "sit", "amet,", "consectetur", "adipiscing",
 
 _TOKEN = re.compile(r"\S+\s*|\s+")
 _SCENARIO = re.compile(
-    r"^(?P<kind>echo|lorem|reason|fail|fail-after|stall|stall-after|truncate-after|tool-call)"
+    r"^(?P<kind>echo|lorem|reason|fail|fail-after|stall|stall-after|truncate-after|tool-call|summarize)"
     r"(?:-(?P<arg>[a-z0-9]+))?$"
 )
 
@@ -167,6 +168,8 @@ class MockProvider:
             return f"You said: {request.last_user_text()}"
         if scenario.kind == "tool-call":
             return _tool_answer(request.messages[-1], scenario)
+        if scenario.kind == "summarize":
+            return summarize_answer(request.last_user_text())
         count = scenario.tokens if limit is None else min(scenario.tokens, limit)
         return " ".join(LOREM[i % len(LOREM)] for i in range(count))
 
@@ -174,7 +177,8 @@ class MockProvider:
         scenario = MockScenario.parse(request.model, ttft_ms=self.ttft_ms, pace_ms=self.pace_ms,
                                       tokens=self.tokens)
         model = request.model.partition("?")[0]
-        refuse_json_output(request, self.name)  # the mock writes prose: it cannot promise JSON
+        if scenario.kind != "summarize":  # mock/summarize answers extraction requests in JSON
+            refuse_json_output(request, self.name)  # the others write prose: they cannot promise JSON
         if scenario.kind == "fail":
             raise self._failure(scenario, model)
         response_id = "mock-" + hashlib.sha1(repr(request.messages).encode()).hexdigest()[:12]
@@ -252,6 +256,51 @@ class MockProvider:
         started = time.perf_counter()
         await asyncio.sleep(0)
         return ProbeResult("up", (time.perf_counter() - started) * 1000)
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def _directives(texts: list[str], prefix: str) -> list[str]:
+    """The text after `prefix` of every sentence that starts with it (case-insensitive), trailing '.' off."""
+    found = []
+    for text in texts:
+        for sentence in _SENTENCE.split(text):
+            sentence = sentence.strip()
+            if sentence.lower().startswith(prefix.lower()):
+                value = sentence[len(prefix):].strip().rstrip(".").strip()
+                if value:
+                    found.append(value)
+    return found
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip(".")
+
+
+def summarize_answer(prompt: str) -> str:
+    """mock/summarize: memory actions for an extraction request (JSON with `"task": "extract_memories"`):
+    every user sentence starting with `Remember:` is added (unless already remembered), `Forget: <text>`
+    deletes the memory with that text; any other request gets a summary made of the user's lines."""
+    try:
+        data = json.loads(prompt)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("task") == "extract_memories":
+        texts = [t for t in data.get("user_messages", []) if isinstance(t, str)]
+        existing = [e for e in data.get("existing", []) if isinstance(e, dict)]
+        actions: list[dict[str, Any]] = []
+        known = {_norm(str(e.get("text", ""))) for e in existing}
+        for value in _directives(texts, "Remember:"):
+            if _norm(value) not in known:
+                known.add(_norm(value))
+                actions.append({"op": "add", "text": value, "kind": "fact"})
+        for value in _directives(texts, "Forget:"):
+            actions += [{"op": "delete", "id": str(e.get("id"))} for e in existing
+                        if _norm(str(e.get("text", ""))) == _norm(value)]
+        return json.dumps({"actions": actions})
+    lines = [line[len("User:"):].strip() for line in prompt.splitlines() if line.startswith("User:")]
+    return ("Summary: " + " / ".join(lines))[:2_000] if lines else "Summary: (nothing new)"
 
 
 def _tool_answer(last: Message, scenario: MockScenario) -> str:

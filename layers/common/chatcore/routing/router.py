@@ -103,7 +103,8 @@ def model_selector(model: str | None, complexity: str | None, default_model: str
 def _fit(turn: ChatTurn, deployment: Deployment, max_output: int) -> tuple[tuple[Message, ...], str | None]:
     """The turn's prompt fitted to the deployment's context window (summary folded into the system)."""
     fitted = fit_prompt(turn.messages, turn.system, turn.summary, deployment.context_window, max_output,
-                        calibration=turn.chars_per_token, provider=deployment.provider)
+                        calibration=turn.chars_per_token, provider=deployment.provider,
+                        memories=turn.memories)
     return fitted.messages, fitted.system
 
 

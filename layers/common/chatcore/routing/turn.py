@@ -35,3 +35,4 @@ class ChatTurn:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     response_format: dict[str, Any] | None = None
+    memories: str | None = None  # the long-term memory block (chatcore.memories.recall), dropped when short of room

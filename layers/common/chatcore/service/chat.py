@@ -24,6 +24,7 @@ from chatcore.attachments.service import Attachments
 from chatcore.conversations.memory import Memory, StatelessMemory
 from chatcore.events import Event, Start
 from chatcore.limits import Limiter, NoLimits
+from chatcore.memories.recall import Recall
 from chatcore.messages import ChatRequest
 from chatcore.principal import Principal
 from chatcore.routing.access import ModelAccess
@@ -79,7 +80,7 @@ class ChatService:
 
     def __init__(self, settings: Settings, router: Router, *, memory: Memory | None = None,
                  limiter: Limiter | None = None, cache: Cache | None = None,
-                 attachments: Attachments | None = None) -> None:
+                 attachments: Attachments | None = None, recall: Recall | None = None) -> None:
         self.settings = settings
         self.router = router
         self.memory: Memory = memory or StatelessMemory()
@@ -87,6 +88,7 @@ class ChatService:
         self.access = ModelAccess.from_json(settings.model_access_json)  # a bad document fails the cold start
         self.cache: Cache = cache or NoCache()  # the opt-in response cache (service/cache.py)
         self.attachments = attachments or Attachments(settings)  # files: checked, stored in S3, loaded per turn
+        self.recall = recall  # long-term memory (chatcore.memories); None: off
 
     async def stream(self, principal: Principal, request: ChatRequest, *, request_id: str | None = None,
                      deadline_s: float | None = None) -> ChatResponse:
@@ -105,10 +107,11 @@ class ChatService:
             stored=request.conversation_id is not None and not isinstance(self.memory, StatelessMemory))
         request = ingested.request
         estimate = estimate_messages_tokens(request.conversation(), system) + max_output
-        # The limit check and the history read are independent: overlap their round trips.
-        admitted, loaded = await asyncio.gather(
+        # The limit check, the history read and the long-term memory digest are independent: overlap them.
+        admitted, loaded, recalled = await asyncio.gather(
             self.limiter.admit(principal, estimate),
             self.memory.begin(principal.user_id, request, system),
+            self.recall.recall(principal, request) if self.recall else asyncio.sleep(0),
             return_exceptions=True,
         )
         if isinstance(admitted, BaseException) or isinstance(loaded, BaseException):
@@ -122,6 +125,7 @@ class ChatService:
             message_id=loaded.message_id, conversation_id=loaded.conversation_id, user_id=principal.user_id,
             request_id=request_id, deadline_s=deadline_s, provider_options=request.provider_options,
             top_p=request.top_p, seed=request.seed, stop=request.stop, response_format=request.response_format,
+            memories=recalled if isinstance(recalled, str) else None,
         )
         try:
             if any(m.attachments for m in turn.messages):
