@@ -14,10 +14,12 @@ from chatcore.api.conversations import router as conversations_router
 from chatcore.api.errors import StorageErrors, install_error_handlers
 from chatcore.api.models import router as models_router
 from chatcore.api.openai_routes import router as openai_router
+from chatcore.api.resume_routes import router as resume_router
 from chatcore.auth import Authenticator, build_authenticator
 from chatcore.conversations import dynamo_memory
 from chatcore.conversations.memory import Memory, StatelessMemory
 from chatcore.conversations.store import ConversationStore
+from chatcore.conversations.stream_log import StreamLog
 from chatcore.limits import Limiter, build_limiter
 from chatcore.providers import ProviderRegistry
 from chatcore.routing.router import Router
@@ -43,6 +45,7 @@ class Components:
     conversations: ConversationStore | None = None  # the history API's store; None when MEMORY=none
     router: Router | None = None  # built from `providers` when not given
     cache: ResponseCache | None = None  # the opt-in response cache; None: no caching
+    stream_log: StreamLog | None = None  # resumable streams; built from `conversations` when RESUMABLE_STREAMS
 
 
 def default_components(settings: Settings, providers: ProviderRegistry | None = None) -> Components:
@@ -70,9 +73,14 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
 
     app = FastAPI(title="Streaming chat backend", version="0.1.0", docs_url="/docs", redoc_url=None)
     app.state.components = parts
+    # RESUMABLE_STREAMS needs the stored history (the log lives in the conversation's partition).
+    app.state.stream_log = parts.stream_log or (
+        StreamLog(settings, client=parts.conversations.client)
+        if settings.resumable_streams and parts.conversations is not None else None)
     app.state.chat = ChatService(settings, router, memory=parts.memory, limiter=parts.limiter, cache=parts.cache)
     install_error_handlers(app)
     app.include_router(chat_router)
+    app.include_router(resume_router)
     app.include_router(conversations_router)
     app.include_router(models_router)
     app.include_router(openai_router)
