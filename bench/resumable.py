@@ -17,7 +17,7 @@ import asyncio
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.chat import percentile, upstream_process
@@ -32,7 +32,7 @@ TARGET_ADDED_TTFT_MS = 1.0  # noise level: "none" on the critical path
 class Run:
     turns: int = 10
     tokens: int = 500  # 10 s at 50 tokens/s
-    ttft: Options = Options(ttft_requests=200, warmup_requests=20)
+    ttft: Options = field(default_factory=lambda: Options(ttft_requests=200, warmup_requests=20))
 
     @classmethod
     def quick(cls) -> Run:
@@ -90,7 +90,7 @@ def _totals(per_turn: dict[str, dict[str, float]]) -> tuple[float, float, float]
 def report(configs: list[Config], run: Run) -> str:
     base = configs[0]
     assert base.per_turn is not None
-    base_requests, base_writes, base_reads = _totals(base.per_turn)
+    base_requests, base_writes, _ = _totals(base.per_turn)
     lines = [
         "## Resumable streams (`RESUMABLE_STREAMS`)",
         "",
