@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench import chat
 
-OTHER_SECTIONS = ("providers", "routing", "storage", "limits", "fullstack", "sustained")
+OTHER_SECTIONS = ("providers", "routing", "storage", "limits", "fullstack", "sustained", "resumable")
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 

@@ -22,7 +22,7 @@ from devtools.web_page import serve_web_page
 DEFAULT_PORT = 8000
 
 # Defaults for a laptop: no auth, local stage. Anything already in the environment wins.
-LOCAL_DEFAULTS = {"AUTH_MODE": "none", "STAGE": "local", "LOG_LEVEL": "INFO"}
+LOCAL_DEFAULTS = {"AUTH_MODE": "none", "STAGE": "local", "LOG_LEVEL": "INFO", "RESUMABLE_STREAMS": "true"}
 
 
 def usage_banner(base_url: str, database: LocalDynamoDB) -> str:

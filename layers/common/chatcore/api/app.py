@@ -16,12 +16,14 @@ from chatcore.api.files_routes import router as files_router
 from chatcore.api.memories_routes import router as memories_router
 from chatcore.api.models import router as models_router
 from chatcore.api.openai_routes import router as openai_router
+from chatcore.api.resume_routes import router as resume_router
 from chatcore.attachments import build_attachments
 from chatcore.attachments.service import Attachments
 from chatcore.auth import Authenticator, build_authenticator
 from chatcore.conversations import dynamo_memory
 from chatcore.conversations.memory import Memory, StatelessMemory
 from chatcore.conversations.store import ConversationStore
+from chatcore.conversations.stream_log import StreamLog
 from chatcore.limits import Limiter, build_limiter
 from chatcore.memories import LongTermMemory, build_long_term_memory
 from chatcore.providers import ProviderRegistry
@@ -50,6 +52,7 @@ class Components:
     cache: ResponseCache | None = None  # the opt-in response cache; None: no caching
     attachments: Attachments | None = None  # files in S3 (ATTACHMENTS_BUCKET); None: inline files, stateless only
     memories: LongTermMemory | None = None  # long-term memory per user; None: off
+    stream_log: StreamLog | None = None  # resumable streams; built from `conversations` when RESUMABLE_STREAMS
 
 
 def default_components(settings: Settings, providers: ProviderRegistry | None = None) -> Components:
@@ -83,6 +86,10 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
 
     app = FastAPI(title="Streaming chat backend", version="0.1.0", docs_url="/docs", redoc_url=None)
     app.state.components = parts
+    # RESUMABLE_STREAMS needs the stored history (the log lives in the conversation's partition).
+    app.state.stream_log = parts.stream_log or (
+        StreamLog(settings, client=parts.conversations.client)
+        if settings.resumable_streams and parts.conversations is not None else None)
     if parts.attachments is None:
         parts.attachments = Attachments(settings)
     app.state.chat = ChatService(settings, router, memory=parts.memory, limiter=parts.limiter, cache=parts.cache,
@@ -90,6 +97,7 @@ def create_app(settings: Settings | None = None, providers: ProviderRegistry | N
                                  recall=parts.memories.recall if parts.memories else None)
     install_error_handlers(app)
     app.include_router(chat_router)
+    app.include_router(resume_router)
     app.include_router(conversations_router)
     app.include_router(files_router)
     app.include_router(memories_router)

@@ -1,19 +1,21 @@
-"""The chat endpoints: `POST /api/chat` (AI SDK UI message stream), `POST /api/chat/sse` (plain SSE),
-and `GET /api/chat/{id}/stream` (resume). Each parses, authenticates, calls the chat service and
-picks an encoder; the turn itself is `chatcore.service.chat`."""
+"""The chat endpoints: `POST /api/chat` (AI SDK UI message stream) and `POST /api/chat/sse` (plain SSE).
+Each parses, authenticates, calls the chat service and picks an encoder; the turn itself is
+`chatcore.service.chat`. Resume and stop are in `resume_routes`; the answer's path to the response
+(stoppable, and logged for resume with `RESUMABLE_STREAMS`) is `stream_tee`."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from chatcore import background
 from chatcore.api.encoders import sse, ui_message_stream
 from chatcore.api.encoders.coalesce import coalesce_ready
 from chatcore.api.lambda_context import lambda_deadline_s, request_id
 from chatcore.api.schemas import CACHE_HEADER, ChatRequestBody, cache_preference, to_chat_request
+from chatcore.api.stream_tee import answer_chunks
 from chatcore.events import Event
 from chatcore.streams import closing
 
@@ -35,7 +37,7 @@ async def response_body(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 async def respond(request: Request, body: ChatRequestBody, encode: Encoder, headers: dict[str, str],
-                  failure: bytes) -> StreamingResponse:
+                  failure: bytes, *, resumable: bool = False) -> StreamingResponse:
     """Answer one chat request in the protocol `encode` speaks."""
     parts = request.app.state.components
     rid = request_id(request)
@@ -43,29 +45,24 @@ async def respond(request: Request, body: ChatRequestBody, encode: Encoder, head
     chat_request = to_chat_request(body, cache_preference(request.headers.get(CACHE_HEADER)))
     answer = await request.app.state.chat.stream(principal, chat_request, request_id=rid,
                                                  deadline_s=lambda_deadline_s(request))
+    # Stoppable; with RESUMABLE_STREAMS also logged and generated to its end (see stream_tee.py).
+    chunks = answer_chunks(answer.events, encode, user_id=principal.user_id,
+                           conversation_id=chat_request.conversation_id, settings=parts.settings,
+                           log=request.app.state.stream_log if resumable else None)
     # Tokens that arrive together leave in one write (see encoders/coalesce.py).
-    settings = request.app.state.chat.settings
-    return StreamingResponse(
-        response_body(coalesce_ready(encode(answer.events), failure=failure, keepalive_s=settings.keepalive_s)),
-        headers={**headers, **answer.headers, "x-request-id": rid})
+    keepalive_s = request.app.state.chat.settings.keepalive_s
+    return StreamingResponse(response_body(coalesce_ready(chunks, failure=failure, keepalive_s=keepalive_s)),
+                             headers={**headers, **answer.headers, "x-request-id": rid})
 
 
 @router.post("/api/chat")
 async def chat(request: Request, body: ChatRequestBody) -> StreamingResponse:
     """Stream the answer in the AI SDK UI message stream protocol (what `useChat` reads)."""
     return await respond(request, body, ui_message_stream.encode_ui_message_stream, ui_message_stream.HEADERS,
-                         ui_message_stream.FAILURE)
+                         ui_message_stream.FAILURE, resumable=True)
 
 
 @router.post("/api/chat/sse")
 async def chat_sse(request: Request, body: ChatRequestBody) -> StreamingResponse:
     """Stream the answer as classic SSE: `{"content"}` per delta, `{"error"}`, then `[DONE]`."""
     return await respond(request, body, sse.encode_sse, sse.HEADERS, sse.FAILURE)
-
-
-@router.get("/api/chat/{chat_id}/stream")
-async def resume(chat_id: str) -> Response:
-    """`useChat({resume: true})` asks to resume an interrupted stream on mount. Streams are not
-    resumable here (a Lambda stream dies with its invocation; the stored history has the answer),
-    so the answer is always 204: nothing to resume, and the client stays ready without an error."""
-    return Response(status_code=204)

@@ -29,6 +29,7 @@ from chatcore.conversations.store import (
 )
 from chatcore.conversations.summarizer import SummaryTrigger
 from chatcore.events import ErrorEvent, Event, Finish, ReasoningDelta, Start, TextDelta, Usage, UsageReport
+from chatcore.generations import was_stopped
 from chatcore.messages import ChatMessage, ChatRequest, Message, attachment_refs, new_message_id
 from chatcore.observability import emit_metrics, get_logger
 from chatcore.settings import Settings
@@ -130,7 +131,8 @@ class StoredTurn:
         except (GeneratorExit, asyncio.CancelledError):
             if not stored and saving is None:
                 stored = True
-                await background.finish(self._store(answer, "aborted"))
+                # A stop request (`chatcore.generations`) cancels the answer too; a client leaving is `aborted`.
+                await background.finish(self._store(answer, "stopped" if was_stopped(self.message_id) else "aborted"))
             raise
         except errors.StorageUnavailableError:
             raise  # the user message could not be stored: the turn did not happen

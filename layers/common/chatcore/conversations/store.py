@@ -39,7 +39,7 @@ from chatcore.settings import Settings
 from chatcore.tokens import DEFAULT_CHARS_PER_TOKEN, PER_MESSAGE_OVERHEAD
 
 MessageRole = Literal["user", "assistant"]
-MessageStatus = Literal["complete", "error", "truncated", "aborted"]
+MessageStatus = Literal["complete", "error", "truncated", "aborted", "stopped"]
 
 META_SK = "META"
 MESSAGE_PREFIX = "M#"

@@ -1,0 +1,113 @@
+"""`GET /api/chat/{id}/stream` (resume) and `POST /api/chat/{id}/stop`.
+
+Both authenticate like every endpoint and see only the caller's own conversations: the user is in
+every key, so another user's conversation answers 404 exactly like a missing one.
+
+Resume (`useChat({resume: true})` calls it on mount): with `RESUMABLE_STREAMS` and an answer being
+generated, 200 with the UI message stream, replayed from its `start` chunk out of the `StreamLog`
+and then followed live (polling every `POLL_S`) until its `finish`/`error` and `[DONE]`; any
+number of readers may follow one answer. 204 when nothing is being generated (or resumability is
+off); 404 when the caller has no such conversation.
+
+Stop: ends the caller's answer in this conversation wherever it runs: in this process at once
+(`chatcore.generations`), in another invocation through a stop marker in the log, which the
+generator notices at its next batch write (within `STREAM_FLUSH_MS`). 202 when a stop was asked,
+204 when nothing is being generated, 404 when the caller has no such conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from chatcore import errors, generations
+from chatcore.api.encoders import ui_message_stream
+from chatcore.api.encoders.wire_json import json_bytes
+from chatcore.conversations.store import ConversationStore, validate_conversation_id
+from chatcore.conversations.stream_log import LoggedAnswer, StreamLog
+from chatcore.principal import Principal
+
+POLL_S = 0.2  # how often a follower reads the log while the answer is generated
+STOP_GRACE_S = 5.0  # after a stop marker, how long a follower waits for the generator's last batch
+
+router = APIRouter(tags=["chat"])
+
+
+async def _caller(request: Request, chat_id: str) -> Principal:
+    principal: Principal = await request.app.state.components.authenticator.authenticate(request)
+    validate_conversation_id(chat_id)
+    return principal
+
+
+async def _exists(request: Request, log: StreamLog | None, user_id: str, chat_id: str) -> bool:
+    """Whether the caller has this conversation (without stored history, nothing can be known: no)."""
+    if log is not None:
+        return await asyncio.to_thread(log.conversation_exists, user_id, chat_id)
+    store: ConversationStore | None = request.app.state.components.conversations
+    if store is None:
+        return False
+    return await asyncio.to_thread(store.get_meta, user_id, chat_id) is not None
+
+
+def _end(payload: dict[str, object]) -> bytes:
+    return b"data: " + json_bytes(payload) + b"\n\n" + ui_message_stream.DONE
+
+
+async def follow(log: StreamLog, user_id: str, chat_id: str, answer: LoggedAnswer) -> AsyncIterator[bytes]:
+    """The logged answer from its first batch, then live until its last (or its deadline)."""
+    seq = 0
+    stop_seen: float | None = None
+    while True:
+        for batch in await asyncio.to_thread(log.read, user_id, chat_id, answer.prefix, seq):
+            seq = batch.seq + 1
+            if batch.data:
+                yield batch.data
+            if batch.end:
+                return
+            if batch.stop and stop_seen is None:
+                stop_seen = time.monotonic()
+        if stop_seen is not None and time.monotonic() - stop_seen > STOP_GRACE_S:
+            # Stopped, and its generator wrote nothing more: end as a stopped answer would.
+            yield _end({"type": "finish", "finishReason": "stop", "messageMetadata": {"stopped": True}})
+            return
+        if time.time() > answer.deadline:  # its invocation ended without finishing it
+            yield _end({"type": "error", "errorText": "The answer was interrupted; reload the conversation."})
+            return
+        await asyncio.sleep(POLL_S)
+
+
+@router.get("/api/chat/{chat_id}/stream")
+async def resume(request: Request, chat_id: str) -> Response:
+    """Resume the answer being generated in conversation `chat_id` (see the module docstring)."""
+    principal = await _caller(request, chat_id)
+    log: StreamLog | None = request.app.state.stream_log
+    if log is None:
+        return Response(status_code=204)  # streams are not resumable: the stored history has the answer
+    answer = await asyncio.to_thread(log.latest, principal.user_id, chat_id)
+    if answer is not None and answer.streaming:
+        return StreamingResponse(follow(log, principal.user_id, chat_id, answer), headers=ui_message_stream.HEADERS)
+    if answer is None and not await _exists(request, log, principal.user_id, chat_id):
+        raise errors.NotFoundError("Conversation not found.")
+    return Response(status_code=204)
+
+
+@router.post("/api/chat/{chat_id}/stop")
+async def stop(request: Request, chat_id: str) -> Response:
+    """Stop the answer being generated in conversation `chat_id` (see the module docstring)."""
+    principal = await _caller(request, chat_id)
+    local = generations.find(principal.user_id, chat_id)
+    if local is not None:
+        local.stop()
+        return JSONResponse({"status": "stopping", "messageId": local.message_id}, status_code=202)
+    log: StreamLog | None = request.app.state.stream_log
+    if log is not None:
+        answer = await asyncio.to_thread(log.request_stop, principal.user_id, chat_id)
+        if answer is not None:
+            return JSONResponse({"status": "stopping", "messageId": answer.message_id}, status_code=202)
+    if not await _exists(request, log, principal.user_id, chat_id):
+        raise errors.NotFoundError("Conversation not found.")
+    return Response(status_code=204)
