@@ -68,6 +68,7 @@ class _DeploymentSpec(BaseModel):
     weight: float = Field(default=1.0, gt=0)
     stand_in: bool = False
     cache: bool = False  # the response cache, for every request this deployment answers first
+    tools: bool = True  # the model can call tools; false: skipped for requests that offer tools
 
 
 class _RegistrySpec(BaseModel):
@@ -123,6 +124,7 @@ class Deployment:
     ad_hoc: bool = False  # selected by `provider/model` (alone, no fallback chain)
     priced: bool = False  # the registry gives its prices (possibly 0): its cost is known, not assumed
     cache: bool = False  # answers of chains that start here are cached (chatcore.service.cache)
+    tools: bool = True  # the model can call tools (requests that offer tools skip it otherwise)
 
     @property
     def qualified_model(self) -> str:
@@ -225,7 +227,7 @@ def build_registry(raw: Mapping[str, Any], source: str = "inline") -> ModelRegis
             output_price=(d.prices or _Prices()).output, cached_input_price=(d.prices or _Prices()).cached_input,
             first_token_timeout_s=d.timeouts.first_token_s, idle_timeout_s=d.timeouts.idle_s,
             total_timeout_s=d.timeouts.total_s, weight=d.weight, stand_in=d.stand_in, priced=d.prices is not None,
-            cache=d.cache,
+            cache=d.cache, tools=d.tools,
         )
         for name, d in spec.deployments.items()
     }

@@ -29,9 +29,12 @@ from chatcore.routing.access import ModelAccess
 from chatcore.routing.router import Router
 from chatcore.routing.turn import ChatTurn
 from chatcore.service.cache import Cache, NoCache
+from chatcore.service.steps import StepLoop
+from chatcore.service.tools import ToolRegistry
 from chatcore.settings import Settings
 from chatcore.streams import primed
 from chatcore.tokens import estimate_messages_tokens
+from chatcore.tool_parts import approvals, continued_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +80,15 @@ class ChatService:
     """Answers chat turns: limits, memory, routing, recording and settlement, for every entry point."""
 
     def __init__(self, settings: Settings, router: Router, *, memory: Memory | None = None,
-                 limiter: Limiter | None = None, cache: Cache | None = None) -> None:
+                 limiter: Limiter | None = None, cache: Cache | None = None,
+                 tools: ToolRegistry | None = None) -> None:
         self.settings = settings
         self.router = router
         self.memory: Memory = memory or StatelessMemory()
         self.limiter: Limiter = limiter or NoLimits()
         self.access = ModelAccess.from_json(settings.model_access_json)  # a bad document fails the cold start
         self.cache: Cache = cache or NoCache()  # the opt-in response cache (service/cache.py)
+        self.tools = tools or ToolRegistry(settings)  # the operator's server tools; a bad document fails the cold start
 
     async def stream(self, principal: Principal, request: ChatRequest, *, request_id: str | None = None,
                      deadline_s: float | None = None) -> ChatResponse:
@@ -92,8 +97,11 @@ class ChatService:
         check_request_bounds(request, settings)
         system = system_prompt(request, settings)
         max_output = min(request.max_output_tokens or settings.max_output_tokens, settings.max_output_tokens)
+        toolset = await self.tools.toolset(request.tools)  # the server's tools and the client's
+        tool_specs = toolset.specs()
+        tool_choice = request.tool_choice if tool_specs else None
         draft = ChatTurn(model=request.model, complexity=request.complexity, provider=request.provider,
-                         messages=(), max_output_tokens=max_output)
+                         messages=(), max_output_tokens=max_output, tools=tool_specs)
         route = self.router.route(draft)  # an unknown model is refused before anything is stored or charged
         self.access.check(principal.tier, route.requested)
         estimate = estimate_messages_tokens(request.conversation(), system) + max_output
@@ -114,11 +122,16 @@ class ChatService:
             message_id=loaded.message_id, conversation_id=loaded.conversation_id, user_id=principal.user_id,
             request_id=request_id, deadline_s=deadline_s, provider_options=request.provider_options,
             top_p=request.top_p, seed=request.seed, stop=request.stop, response_format=request.response_format,
+            tools=tool_specs, tool_choice=tool_choice,
         )
+        continued = continued_message(request)
+        # The turn's steps: model calls, and the server tools run between them (service/steps.py).
+        steps = StepLoop(self.router, route, turn, toolset, settings,
+                         approvals(continued.parts) if continued is not None else None)
         try:
             # A cache hit replays a stored answer instead of routing; limits and memory treat it as any answer.
             cached = await self.cache.lookup(principal, request, route, turn)
-            source = self.cache.serve(cached, turn, lambda: self.router.stream(turn, route))
+            source = self.cache.serve(cached, turn, steps.events)
             first, events = await primed(admitted.settle(loaded.record(source)))
         except BaseException:
             await admitted.release()
