@@ -170,3 +170,27 @@ def test_a_bad_tools_document_fails_the_cold_start() -> None:
         parse_tools({"x": {"execute": {"type": "http", "url": "http://127.0.0.1/x"}}}, "TOOLS_JSON")
     with pytest.raises(ValueError, match="execute"):
         parse_tools({"x": {"inputSchema": {}, "execute": {"type": "ftp", "url": "ftp://x"}}}, "TOOLS_JSON")
+
+
+def test_an_mcp_tool_is_listed_on_first_use_and_called(chat_server: Callable[..., str],
+                                                       serve_asgi: Callable[..., str]) -> None:
+    from mcp.server.fastmcp import FastMCP
+
+    server = FastMCP("weather", stateless_http=True)
+    calls: list[str] = []
+
+    @server.tool()
+    def forecast(city: str) -> dict[str, Any]:
+        """The weather forecast for a city."""
+        calls.append(city)
+        return {"city": city, "sky": "clear"}
+
+    mcp_url = serve_asgi(server.streamable_http_app(), lifespan="on") + "/mcp"  # the session manager runs in its lifespan
+    url = chat_server(tools_json=json.dumps({"forecast": {"execute": {"type": "mcp", "url": mcp_url}}}))
+    chunks = ui_chunks(post(url, tool_model("forecast", {"city": "Oslo"})).text)
+    assert calls == ["Oslo"]
+    output = next(c for c in chunks if c["type"] == "tool-output-available")
+    assert output["output"] == {"city": "Oslo", "sky": "clear"}
+    assert text(chunks) == 'Tool forecast returned: {"city":"Oslo","sky":"clear"}'
+    bad = ui_chunks(post(url, tool_model("forecast", {"town": "Oslo"})).text)  # the listed schema applies
+    assert "'city' is a required property" in next(c for c in bad if c["type"] == "tool-input-error")["errorText"]
