@@ -187,7 +187,9 @@ class PartsBuilder:
         if isinstance(event, StepStart):
             self.parts.append({"type": "step-start"})
         elif isinstance(event, ToolInputStart):
-            part = {"type": f"tool-{event.name}", "toolCallId": event.call_id, "state": "input-streaming"}
+            part: dict[str, Any] | None = {"type": f"tool-{event.name}", "toolCallId": event.call_id,
+                                           "state": "input-streaming"}
+            assert part is not None
             self._tools[event.call_id] = part
             self.parts.append(part)
             self.has_tools = True
@@ -211,8 +213,8 @@ class PartsBuilder:
         elif isinstance(event, ToolApprovalRequest):
             self._update(event.call_id, state="approval-requested", approval={"id": event.approval_id})
         elif isinstance(event, ToolDenied):
-            part = self._tools.get(event.call_id)
-            approval = dict(part.get("approval") or {}) if part else {}
+            denied = self._tools.get(event.call_id)
+            approval: dict[str, Any] = dict(denied.get("approval") or {}) if denied else {}
             self._update(event.call_id, state="output-denied", approval={**approval, "approved": False})
 
     def _update(self, call_id: str, **fields: Any) -> None:

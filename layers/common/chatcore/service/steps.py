@@ -43,7 +43,7 @@ from chatcore.events import (
 from chatcore.messages import Message, ToolCall, ToolResult
 from chatcore.routing.router import Route, Router
 from chatcore.routing.turn import ChatTurn
-from chatcore.service.tools import Toolset, ToolFailure
+from chatcore.service.tools import ToolFailure, Toolset
 from chatcore.settings import Settings
 from chatcore.streams import closing
 from chatcore.tool_parts import DENIED_TEXT, Approval
