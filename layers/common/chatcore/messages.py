@@ -171,6 +171,8 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None  # see `ModelRequest.response_format`
     cache: bool | None = None  # the response cache: True asks for it, False refuses it, None: the deployment's setting
     temporary: bool = False  # a temporary conversation: long-term memory is neither used nor written
+    tools: tuple[ToolSpec, ...] = ()  # the client's tools (never run on the server; see service/tools.py)
+    tool_choice: ToolChoice | None = None
 
     def client_system_prompts(self) -> list[str]:
         """System text the client sent: system messages, then the `system` field."""
@@ -180,6 +182,12 @@ class ChatRequest:
         return texts
 
     def conversation(self) -> tuple[Message, ...]:
-        """The user and assistant messages as provider messages (system ones are handled apart)."""
-        return tuple(Message(role=m.role, content=m.text, attachments=attachment_refs(m.parts))
-                     for m in self.messages if m.role != "system")
+        """The user and assistant messages as provider messages (system ones are handled apart).
+
+        An assistant message with tool parts becomes its steps: the assistant turns with their
+        tool calls, each followed by a `tool` turn with the results the parts hold.
+        """
+        from chatcore.tool_parts import to_messages  # core helper that itself builds on this module
+
+        return tuple(message for m in self.messages if m.role != "system"
+                     for message in to_messages(m.role, m.text, m.parts, attachment_refs(m.parts)))

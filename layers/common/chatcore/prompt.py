@@ -9,6 +9,7 @@ characters-per-token ratio and keep a safety margin, because they are estimates.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,16 @@ class FittedPrompt:
     memories_included: bool = False
 
 
+def _tool_text(message: Message) -> str:
+    """What a message's tool calls and results add to the prompt (their inputs and outputs as JSON)."""
+    if not message.tool_calls and not message.tool_results:
+        return ""
+    pieces = [c.name + json.dumps(c.input, ensure_ascii=False, default=str) for c in message.tool_calls]
+    pieces += [r.output if isinstance(r.output, str) else json.dumps(r.output, ensure_ascii=False, default=str)
+               for r in message.tool_results]
+    return "".join(pieces)
+
+
 # Attachments, per provider: tokens for one image (the provider's cost of a large image after its own
 # downscaling) and for one PDF page (text plus the page image, where the provider sends both).
 IMAGE_TOKENS = {"openai": 1105, "anthropic": 1600, "gemini": 1290, "bedrock": 1600, "ollama": 800}
@@ -50,8 +61,27 @@ def attachment_tokens(attachment: Attachment, provider: str | None = None) -> in
 
 
 def _message_tokens(message: Message, chars_per_token: float, provider: str | None = None) -> int:
-    tokens = estimate_text_tokens(message.content, chars_per_token) + PER_MESSAGE_OVERHEAD
-    return tokens + sum(attachment_tokens(a, provider) for a in message.attachments)
+    tool_text = _tool_text(message)
+    tools = estimate_text_tokens(tool_text, chars_per_token) + PER_MESSAGE_OVERHEAD * len(message.tool_results) \
+        if tool_text else 0
+    files = sum(attachment_tokens(a, provider) for a in message.attachments)
+    return estimate_text_tokens(message.content, chars_per_token) + PER_MESSAGE_OVERHEAD + tools + files
+
+
+def _groups(messages: Sequence[Message]) -> list[list[Message]]:
+    """Messages in units that are kept or dropped together: an assistant turn with tool calls and
+    the `tool` turn with their results are never separated."""
+    groups: list[list[Message]] = []
+    for message in messages:
+        if message.role == "tool" and groups and groups[-1][-1].role == "assistant" and groups[-1][-1].tool_calls:
+            groups[-1].append(message)
+        else:
+            groups.append([message])
+    return groups
+
+
+def _group_tokens(group: Sequence[Message], chars_per_token: float, provider: str | None = None) -> int:
+    return sum(_message_tokens(m, chars_per_token, provider) for m in group)
 
 
 def _system_tokens(text: str | None, chars_per_token: float) -> int:
@@ -88,10 +118,11 @@ def fit_prompt(messages: Sequence[Message], system: str | None, summary: str | N
     """
     chars_per_token = calibration if calibration > 0 else DEFAULT_CHARS_PER_TOKEN
     budget = int(context_window * (1 - SAFETY_MARGIN)) - max_output_tokens
-    usable = [m for m in messages if m.content or m.attachments]
+    usable = [m for m in messages if m.content or m.tool_calls or m.tool_results or m.attachments]
     if not usable:
         raise errors.RequestError("The conversation has no message to answer.")
-    used = _system_tokens(system, chars_per_token) + _message_tokens(usable[-1], chars_per_token, provider)
+    groups = _groups(usable)
+    used = _system_tokens(system, chars_per_token) + _group_tokens(groups[-1], chars_per_token, provider)
     if used > budget:
         raise errors.ContextTooLongError(
             f"The message is too long for this model: about {used} tokens of input plus {max_output_tokens} "
@@ -108,19 +139,18 @@ def fit_prompt(messages: Sequence[Message], system: str | None, summary: str | N
         extra = _system_tokens(combined, chars_per_token) - _system_tokens(final_system, chars_per_token)
         if used + extra <= budget:
             final_system, used, summary_included = combined, used + extra, True
-    kept = [usable[-1]]
-    for message in reversed(usable[:-1]):
-        cost = _message_tokens(message, chars_per_token, provider)
+    kept_groups = [groups[-1]]
+    for group in reversed(groups[:-1]):
+        cost = _group_tokens(group, chars_per_token, provider)
         if used + cost > budget:
             break
-        kept.append(message)
+        kept_groups.append(group)
         used += cost
-    kept.reverse()
-    while kept and kept[0].role == "assistant":
-        used -= _message_tokens(kept.pop(0), chars_per_token, provider)
-    if not kept:  # the newest message is an assistant one: send it anyway rather than nothing
-        kept = [usable[-1]]
-        used += _message_tokens(usable[-1], chars_per_token, provider)
+    kept_groups.reverse()
+    # Never start with an assistant turn or a tool result (several providers reject that).
+    while len(kept_groups) > 1 and kept_groups[0][0].role in ("assistant", "tool"):
+        used -= _group_tokens(kept_groups.pop(0), chars_per_token, provider)
+    kept = [m for group in kept_groups for m in group]
     return FittedPrompt(system=final_system, messages=tuple(kept), estimated_input_tokens=used,
                         dropped_messages=len(usable) - len(kept), summary_included=summary_included,
                         memories_included=memories_included)

@@ -179,6 +179,12 @@ class Settings:
     health_probe_token_secret: str | None = None  # "ssm:/path" or a Secrets Manager name (chatcore.secrets)
     health_probe_timeout_s: float = 5.0
 
+    # Tools (README "Tools"): the operator's server tools and the steps of one turn.
+    tools_json: str | None = None
+    tools_file: str | None = None
+    tools_parameter: str | None = None
+    max_tool_steps: int = 5  # model calls in one turn with tool calls
+
     # The opt-in response cache (docs/cache.md).
     cache_store: str = "none"  # dynamodb | none; defaults to dynamodb when a table is configured
     cache_ttl_s: int = 86_400
@@ -312,6 +318,10 @@ class Settings:
             health_probe_token=_str("HEALTH_PROBE_TOKEN") or None,
             health_probe_token_secret=_str("HEALTH_PROBE_TOKEN_SECRET") or None,
             health_probe_timeout_s=_float("HEALTH_PROBE_TIMEOUT_S", 5.0),
+            tools_json=_str("TOOLS_JSON") or None,
+            tools_file=_str("TOOLS_FILE") or None,
+            tools_parameter=_str("TOOLS_PARAMETER") or None,
+            max_tool_steps=max(_int("MAX_TOOL_STEPS", 5), 1),
             cache_store=_cache_store(),
             cache_ttl_s=_int("CACHE_TTL_S", 86_400),
             cache_scope=_cache_scope(),

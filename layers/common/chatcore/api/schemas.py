@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatcore.errors import RequestError
-from chatcore.messages import ChatMessage, ChatRequest
+from chatcore.messages import ChatMessage, ChatRequest, ToolSpec
 
 # C0 controls other than tab, newline and carriage return, and lone UTF-16 surrogates (which
 # JSON escapes can smuggle in and which cannot be encoded to UTF-8 for a provider).
@@ -54,6 +54,18 @@ class UIMessage(BaseModel):
         return self.content or ""
 
 
+class ClientTool(BaseModel):
+    """A client tool (`useChat` runs it in the browser): what the model is told about it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    description: str | None = Field(default=None, max_length=10_000)
+    inputSchema: dict[str, Any] | None = None
+
+
+TOOL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
+
+
 class ChatRequestBody(BaseModel):
     """`POST /api/chat` and `POST /api/chat/sse`. Extra top-level keys (the transport's `body`) are allowed."""
 
@@ -73,6 +85,9 @@ class ChatRequestBody(BaseModel):
     providerOptions: dict[str, dict[str, Any]] | None = Field(default=None, max_length=10)
     cache: bool | None = None  # the response cache (docs/cache.md); the `x-chat-cache` header wins
     temporary: bool = False  # neither remembered nor reading long-term memory (README "Long-term memory")
+    # Client tools: name -> {description, inputSchema (JSON Schema)}; never run on the server.
+    tools: dict[str, ClientTool] | None = Field(default=None, max_length=128)
+    toolChoice: str | None = Field(default=None, max_length=64)  # auto | none | required | a tool's name
 
     _clean_system = field_validator("system")(clean_text)
 
@@ -86,6 +101,14 @@ class ChatRequestBody(BaseModel):
         if any(message.role == "user" and not message.text().strip() for message in messages):
             raise ValueError("a user message is empty or only whitespace")
         return messages
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_names(cls, tools: dict[str, ClientTool] | None) -> dict[str, ClientTool] | None:
+        for name in tools or {}:
+            if not re.match(TOOL_NAME_PATTERN, name):
+                raise ValueError(f"tool name {name[:80]!r} must be 1-64 letters, digits, '_' or '-'")
+        return tools
 
 
 def _stored_parts(message: UIMessage) -> tuple[dict[str, Any], ...] | None:
@@ -122,4 +145,7 @@ def to_chat_request(body: ChatRequestBody, cache: bool | None = None) -> ChatReq
         complexity=body.complexity, provider=body.provider, system=body.system, temperature=body.temperature,
         max_output_tokens=body.maxOutputTokens, provider_options=body.providerOptions or {},
         cache=cache if cache is not None else body.cache, temporary=body.temporary,
+        tools=tuple(ToolSpec(name, tool.description or "", tool.inputSchema or {"type": "object", "properties": {}})
+                    for name, tool in (body.tools or {}).items()),
+        tool_choice=body.toolChoice,
     )

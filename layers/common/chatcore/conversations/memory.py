@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from chatcore import background, errors
@@ -34,6 +34,7 @@ from chatcore.messages import ChatMessage, ChatRequest, Message, attachment_refs
 from chatcore.observability import emit_metrics, get_logger
 from chatcore.settings import Settings
 from chatcore.tokens import DEFAULT_CHARS_PER_TOKEN
+from chatcore.tool_parts import PartsBuilder, continued_message, has_tool_parts, merge_client_parts, to_messages
 
 
 class MemoryTurn(Protocol):
@@ -75,6 +76,10 @@ class StatelessMemory:
         messages = request.conversation()
         if not any(m.role == "user" for m in messages):
             raise errors.RequestError("The request has no user message.")
+        continued = continued_message(request)
+        if continued is not None and continued.id:  # one assistant message per turn: keep its id
+            return StatelessTurn(conversation_id=request.conversation_id, messages=messages,
+                                 message_id=continued.id)
         return StatelessTurn(conversation_id=request.conversation_id, messages=messages)
 
 
@@ -106,12 +111,13 @@ class StoredTurn:
     unsummarized_chars: int = 0
     message_id: str = field(default_factory=new_message_id)
     temporary: bool = False  # not passed to the turn observers (long-term memory)
+    continues: StoredMessage | None = None  # the stored assistant message this turn continues (tools)
 
     async def record(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         """Store the user message while the model is called; pass the events through and store the
         assistant message, whatever happens."""
         saving: asyncio.Task[Any] | None = background.spawn(self._save_user()) if self.new_user else None
-        answer = _AnswerRecorder()
+        answer = _AnswerRecorder(self.continues)
         stored = False
         try:
             async for event in events:
@@ -187,9 +193,11 @@ async def _saved(saving: asyncio.Task[Any] | None) -> bool:
 class _AnswerRecorder:
     """Accumulates what the client saw of the assistant message."""
 
-    def __init__(self) -> None:
+    def __init__(self, continues: StoredMessage | None = None) -> None:
         self.text: list[str] = []
         self.reasoning: list[str] = []
+        # The message's UI parts (tool calls need them); a continued turn starts from the stored ones.
+        self.parts = PartsBuilder(continues.parts if continues is not None else None)
         self.start: Start | None = None
         self.usage: Usage | None = None
         self.finish: Finish | None = None
@@ -197,6 +205,7 @@ class _AnswerRecorder:
         self.error_code: str | None = None
 
     def add(self, event: Event) -> None:
+        self.parts.add(event)
         if isinstance(event, TextDelta):
             self.text.append(event.text)
         elif isinstance(event, ReasoningDelta):
@@ -222,7 +231,12 @@ class _AnswerRecorder:
 
     def message(self, message_id: str, status: MessageStatus, max_bytes: int) -> StoredMessage:
         text, reasoning = "".join(self.text), "".join(self.reasoning)
-        truncated = message_bytes(text, None, reasoning) > max_bytes
+        parts = self.parts.parts if self.parts.has_tools else None
+        if parts is not None:
+            text = self.parts.text()
+            if message_bytes(text, parts, reasoning) > max_bytes:  # tool outputs do not fit: drop the outputs
+                parts = [{k: v for k, v in p.items() if k != "output"} for p in parts]
+        truncated = message_bytes(text, parts, reasoning) > max_bytes
         if truncated:  # never silently: the stored message says so, and the log too
             reasoning = reasoning.encode()[:max_bytes // 4].decode(errors="ignore")
             text = text.encode()[:max_bytes - len(reasoning.encode())].decode(errors="ignore")
@@ -233,7 +247,7 @@ class _AnswerRecorder:
             usage=self.usage.as_dict() if self.usage else None,
             finish_reason=self.finish.reason if self.finish else ("error" if status == "error" else None),
             error_code=self.error_code if status in ("error", "truncated") else None,
-            storage_truncated=truncated,
+            storage_truncated=truncated, parts=parts,
         )
 
 
@@ -257,7 +271,23 @@ class DynamoMemory:
         last = request.messages[-1]
         incoming = self._user_message(last) if last.role == "user" else None
         history = await asyncio.to_thread(self.store.load_recent, user_id, conversation_id)
+        continued = continued_message(request)
+        if continued is not None:
+            history = self._continued(history, continued)
         return self._turn(user_id, conversation_id, history, incoming, request, system)
+
+    @staticmethod
+    def _continued(history: RecentHistory, continued: ChatMessage) -> RecentHistory:
+        """The history with its last assistant message taking the client's answers to its pending
+        tool calls (outputs of client tools, approval answers); nothing else the client says counts."""
+        stored = list(history.messages)
+        if not stored or stored[-1].id != continued.id or stored[-1].role != "assistant" \
+                or not has_tool_parts(stored[-1].parts):
+            raise errors.RequestError("Only the conversation's last assistant message can be continued "
+                                      "with tool results.")
+        last = stored[-1]
+        stored[-1] = replace(last, parts=merge_client_parts(last.parts or [], continued.parts))
+        return replace(history, messages=stored)
 
     def _user_message(self, message: ChatMessage) -> StoredMessage:
         parts = list(message.parts) if message.parts is not None else None
@@ -274,6 +304,7 @@ class DynamoMemory:
               request: ChatRequest, system: str | None) -> StoredTurn:
         stored = history.messages
         replaces: list[StoredMessage] = []
+        continues: StoredMessage | None = None
         new_user: StoredMessage | None = None
         if incoming is not None:
             index = next((i for i, m in enumerate(stored) if m.id == incoming.id), None)
@@ -285,14 +316,17 @@ class DynamoMemory:
                 after = stored[index + 1:]
                 replaces = [m for m in after[:next((i for i, m in enumerate(after) if m.role == "user"), len(after))]]
                 stored = stored[:index + 1]
+        elif continued_message(request) is not None:
+            continues = stored[-1]  # checked by `_continued`: the turn goes on in this message
         elif request.trigger == "regenerate-message":
             while stored and stored[-1].role == "assistant":
                 replaces.append(stored.pop())
         if not any(m.role == "user" for m in stored):
             raise errors.RequestError("The request has no user message.")
-        messages = tuple(message for m in stored
-                         if (message := Message(role=m.role, content=m.text, attachments=attachment_refs(m.parts)))
-                         .content or message.attachments)
+        messages = tuple(message for m in stored if m.text or has_tool_parts(m.parts) or attachment_refs(m.parts)
+                         for message in (to_messages(m.role, m.text, m.parts) if m.role == "assistant"
+                                         else [Message(role=m.role, content=m.text,
+                                                       attachments=attachment_refs(m.parts))]))
         meta = history.meta
         summary = meta.summary if meta else None
         text_chars = sum(len(m.content) for m in messages)
@@ -300,7 +334,8 @@ class DynamoMemory:
             memory=self, user_id=user_id, conversation_id=conversation_id, messages=messages, summary=summary,
             chars_per_token=meta.chars_per_token if meta else DEFAULT_CHARS_PER_TOKEN, new_user=new_user,
             replaces=tuple(replaces), prompt_chars=text_chars + len(system or "") + len(summary or ""),
-            unsummarized_chars=text_chars, temporary=request.temporary,
+            unsummarized_chars=text_chars, temporary=request.temporary, continues=continues,
+            **({"message_id": continues.id} if continues is not None else {}),
         )
 
     async def store_answer(self, turn: StoredTurn, message: StoredMessage, usage: Usage | None) -> None:
@@ -309,8 +344,13 @@ class DynamoMemory:
                                     usage.input_tokens if usage else None)
         conversation_id = turn.conversation_id
         assert conversation_id is not None  # a StoredTurn always names its conversation
-        await asyncio.to_thread(self.store.append_message, turn.user_id, conversation_id, message,
-                                replaces=turn.replaces, calibration=sample)
+        if turn.continues is not None:  # one assistant message per turn: updated, not duplicated
+            await asyncio.to_thread(self.store.update_message, turn.user_id, conversation_id,
+                                    replace(message, position=turn.continues.position,
+                                            created_at=turn.continues.created_at))
+        else:
+            await asyncio.to_thread(self.store.append_message, turn.user_id, conversation_id, message,
+                                    replaces=turn.replaces, calibration=sample)
         threshold = self.settings.summary_trigger_tokens
         unsummarized = int((turn.unsummarized_chars + len(message.text)) / turn.chars_per_token)
         due = threshold > 0 and unsummarized >= threshold

@@ -361,6 +361,24 @@ class ConversationStore:
             time.sleep(random.uniform(0, 0.01 * 2 ** attempt))
         raise AssertionError("unreachable")
 
+    def update_message(self, user_id: str, conversation_id: str, message: StoredMessage) -> None:
+        """Overwrite a stored message in place (its id and position kept): a turn continued after a
+        client tool's output or an approval answer updates its one assistant message."""
+        pk = conversation_pk(user_id, conversation_id)
+        now = now_iso()
+        put, _, _ = self._append_items(pk, user_id, conversation_id, message, now, self._expires_at(), None, (),
+                                       None)
+        usage = message.usage or {}
+        values = {":now": now, ":one": 1, ":in": int(usage.get("inputTokens") or 0),
+                  ":out": int(usage.get("outputTokens") or 0)}
+        self.client.transact_write_items(TransactItems=[
+            {"Put": {**put["Put"], "ConditionExpression": "attribute_exists(pk)"}},
+            {"Update": {"TableName": self.table, "Key": _serialize({"pk": pk, "sk": META_SK}),
+                        "UpdateExpression": "SET updated_at = :now ADD version :one, input_tokens :in, "
+                                            "output_tokens :out",
+                        "ExpressionAttributeValues": _serialize(values)}},
+        ])
+
     def _append_items(self, pk: str, user_id: str, conversation_id: str, message: StoredMessage, now: str,
                       expires_at: int | None, title: str | None, replaces: Sequence[StoredMessage],
                       calibration: Calibration | None) -> list[dict[str, Any]]:

@@ -71,6 +71,7 @@ class _DeploymentSpec(BaseModel):
     # What the model can read besides text; None: the provider's default (`CAPABILITIES`).
     vision: bool | None = None
     pdf: bool | None = None
+    tools: bool = True  # the model can call tools; false: skipped for requests that offer tools
 
 
 class _RegistrySpec(BaseModel):
@@ -141,6 +142,7 @@ class Deployment:
     cache: bool = False  # answers of chains that start here are cached (chatcore.service.cache)
     vision: bool = False  # takes images
     pdf: bool = False  # takes PDF documents
+    tools: bool = True  # the model can call tools (requests that offer tools skip it otherwise)
 
     @property
     def qualified_model(self) -> str:
@@ -252,7 +254,7 @@ def build_registry(raw: Mapping[str, Any], source: str = "inline") -> ModelRegis
             output_price=(d.prices or _Prices()).output, cached_input_price=(d.prices or _Prices()).cached_input,
             first_token_timeout_s=d.timeouts.first_token_s, idle_timeout_s=d.timeouts.idle_s,
             total_timeout_s=d.timeouts.total_s, weight=d.weight, stand_in=d.stand_in, priced=d.prices is not None,
-            cache=d.cache,
+            cache=d.cache, tools=d.tools,
             vision=d.vision if d.vision is not None else default_capabilities(d.provider)[0],
             pdf=d.pdf if d.pdf is not None else default_capabilities(d.provider)[1],
         )

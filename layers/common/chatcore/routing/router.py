@@ -27,6 +27,7 @@ from chatcore.events import (
     ReasoningDelta,
     Start,
     TextDelta,
+    ToolInputStart,
     Usage,
     UsageReport,
 )
@@ -151,7 +152,14 @@ class Router:
         its providers is configured.
         """
         selection = self.select(turn)
-        return Route(selection.requested, self.usable(selection))
+        chain = self.usable(selection)
+        if turn.tools:
+            # A deployment whose model cannot call tools is skipped when the request offers tools.
+            chain = tuple(d for d in chain if d.tools)
+            if not chain:
+                raise errors.RequestError(
+                    f"Model {selection.requested!r} cannot call tools; use a model that can, or send no tools.")
+        return Route(selection.requested, chain)
 
     @staticmethod
     def for_attachments(route: Route, media_types: set[str]) -> Route:
@@ -237,7 +245,8 @@ class Router:
         return ModelRequest(model=deployment.model, messages=messages, system=system,
                             temperature=turn.temperature, max_output_tokens=max_output,
                             options=turn.provider_options, top_p=turn.top_p, seed=turn.seed, stop=turn.stop,
-                            response_format=turn.response_format)
+                            response_format=turn.response_format, tools=turn.tools,
+                            tool_choice=turn.tool_choice if turn.tools else None)
 
     async def _open(self, turn: ChatTurn, deployment: Deployment, deadline: float
                     ) -> tuple[list[ProviderEvent], AsyncIterator[ProviderEvent]]:
@@ -259,7 +268,8 @@ class Router:
                     raise errors.TruncatedStreamError("The provider returned no answer.",
                                                       provider=deployment.provider, model=deployment.model) from None
                 pending.append(event)
-                if isinstance(event, TextDelta | ReasoningDelta | Finish):
+                # A tool call counts as output: an answer that only calls tools streams live too.
+                if isinstance(event, TextDelta | ReasoningDelta | ToolInputStart | Finish):
                     return pending, events
         except BaseException:
             async with closing(events):  # handed over on success; closed here on failure

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatcore.messages import Message, new_message_id
+from chatcore.messages import Message, ToolChoice, ToolSpec, new_message_id
 from chatcore.tokens import DEFAULT_CHARS_PER_TOKEN
 
 
@@ -36,3 +36,5 @@ class ChatTurn:
     stop: tuple[str, ...] = ()
     response_format: dict[str, Any] | None = None
     memories: str | None = None  # the long-term memory block (chatcore.memories.recall), dropped when short of room
+    tools: tuple[ToolSpec, ...] = ()  # offered to the model (client and server tools)
+    tool_choice: ToolChoice | None = None

@@ -109,10 +109,15 @@ def cache_key(scope: str, route: Route, turn: ChatTurn) -> str:
         "response_format": turn.response_format,
         "max_output_tokens": turn.max_output_tokens,
         "provider_options": turn.provider_options,
-        # TOOLS (lead, after merging the tools branch): add the turn's tool specs and tool_choice here.
+        "tools": [[t.name, t.description, t.input_schema] for t in turn.tools],
+        "tool_choice": turn.tool_choice,
     }
     digest = hashlib.sha256(_json(normalised).encode()).hexdigest()
     return f"CACHE#{scope}#{digest}"
+
+
+def uses_tools(turn: ChatTurn) -> bool:
+    return bool(turn.tools) or any(m.tool_calls or m.tool_results for m in turn.messages)
 
 
 def cached_usage(usage: dict[str, Any] | None) -> Usage | None:
@@ -207,8 +212,8 @@ class ResponseCache:
         """None when the cache is not in play; else hit (with the answer), miss, or bypass. Never raises."""
         if not self.wanted(request, route):
             return None
-        if not self.deterministic(turn):
-            return CacheLookup("bypass")
+        if not self.deterministic(turn) or uses_tools(turn):
+            return CacheLookup("bypass")  # a tool's output may change: a turn that offers tools is never replayed
         key = cache_key(self.scope(principal), route, turn)
         if request.trigger == "regenerate-message":  # a new answer is asked for: store it, serve nothing old
             return CacheLookup("miss", key)

@@ -31,9 +31,12 @@ from chatcore.routing.access import ModelAccess
 from chatcore.routing.router import Router
 from chatcore.routing.turn import ChatTurn
 from chatcore.service.cache import Cache, NoCache
+from chatcore.service.steps import StepLoop
+from chatcore.service.tools import ToolRegistry
 from chatcore.settings import Settings
 from chatcore.streams import primed
 from chatcore.tokens import estimate_messages_tokens
+from chatcore.tool_parts import approvals, continued_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,8 @@ class ChatService:
 
     def __init__(self, settings: Settings, router: Router, *, memory: Memory | None = None,
                  limiter: Limiter | None = None, cache: Cache | None = None,
-                 attachments: Attachments | None = None, recall: Recall | None = None) -> None:
+                 attachments: Attachments | None = None, recall: Recall | None = None,
+                 tools: ToolRegistry | None = None) -> None:
         self.settings = settings
         self.router = router
         self.memory: Memory = memory or StatelessMemory()
@@ -89,6 +93,7 @@ class ChatService:
         self.cache: Cache = cache or NoCache()  # the opt-in response cache (service/cache.py)
         self.attachments = attachments or Attachments(settings)  # files: checked, stored in S3, loaded per turn
         self.recall = recall  # long-term memory (chatcore.memories); None: off
+        self.tools = tools or ToolRegistry(settings)  # the operator's server tools; a bad document fails the cold start
 
     async def stream(self, principal: Principal, request: ChatRequest, *, request_id: str | None = None,
                      deadline_s: float | None = None) -> ChatResponse:
@@ -97,8 +102,11 @@ class ChatService:
         check_request_bounds(request, settings)
         system = system_prompt(request, settings)
         max_output = min(request.max_output_tokens or settings.max_output_tokens, settings.max_output_tokens)
+        toolset = await self.tools.toolset(request.tools)  # the server's tools and the client's
+        tool_specs = toolset.specs()
+        tool_choice = request.tool_choice if tool_specs else None
         draft = ChatTurn(model=request.model, complexity=request.complexity, provider=request.provider,
-                         messages=(), max_output_tokens=max_output)
+                         messages=(), max_output_tokens=max_output, tools=tool_specs)
         route = self.router.route(draft)  # an unknown model is refused before anything is stored or charged
         self.access.check(principal.tier, route.requested)
         # File parts: checked and stored (stored chats), the request keeps references (chatcore.attachments).
@@ -126,16 +134,21 @@ class ChatService:
             request_id=request_id, deadline_s=deadline_s, provider_options=request.provider_options,
             top_p=request.top_p, seed=request.seed, stop=request.stop, response_format=request.response_format,
             memories=recalled if isinstance(recalled, str) else None,
+            tools=tool_specs, tool_choice=tool_choice,
         )
+        continued = continued_message(request)
         try:
             if any(m.attachments for m in turn.messages):
                 # The bytes the model reads; deployments that cannot read them are skipped (400 if none can).
                 messages = await self.attachments.hydrate(principal.user_id, turn.messages, ingested.inline)
                 route = self.router.for_attachments(route, self.attachments.media_types(messages))
                 turn = replace(turn, messages=messages)
+            # The turn's steps: model calls, and the server tools run between them (service/steps.py).
+            steps = StepLoop(self.router, route, turn, toolset, settings,
+                             approvals(continued.parts) if continued is not None else None)
             # A cache hit replays a stored answer instead of routing; limits and memory treat it as any answer.
             cached = await self.cache.lookup(principal, request, route, turn)
-            source = self.cache.serve(cached, turn, lambda: self.router.stream(turn, route))
+            source = self.cache.serve(cached, turn, steps.events)
             first, events = await primed(admitted.settle(loaded.record(source)))
         except BaseException:
             await admitted.release()

@@ -1,14 +1,19 @@
 """The classic hand-written SSE protocol, for clients without the AI SDK.
 
 `data: {"content": "..."}` per text delta, `data: {"error": "..."}` on failure, `data: [DONE]`.
+Tool activity is `data: {"tool": {...}}`: the UI message stream's tool chunk without its `tool-`
+prefix (`{"type": "input-available", "toolCallId", "toolName", "input"}`, `input-error`,
+`output-available` with `output`, `output-error` with `errorText`, `approval-request` with
+`approvalId`, `output-denied`); clients that only read `content` still get the text.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from chatcore.api.encoders.ui_message_stream import tool_chunk
 from chatcore.api.encoders.wire_json import json_bytes
-from chatcore.events import ErrorEvent, Event, Finish, TextDelta
+from chatcore.events import ErrorEvent, Event, Finish, TextDelta, ToolInputDelta, ToolInputStart
 from chatcore.streams import closing
 
 HEADERS = {
@@ -33,4 +38,7 @@ async def encode_sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
             elif isinstance(event, ErrorEvent):
                 yield b"data: " + json_bytes({"error": event.message}) + b"\n\n" + DONE
                 return
+            elif not isinstance(event, ToolInputStart | ToolInputDelta) and (chunk := tool_chunk(event)):
+                tool = {**chunk, "type": chunk["type"].removeprefix("tool-")}
+                yield b"data: " + json_bytes({"tool": tool}) + b"\n\n"
         yield b"data: " + json_bytes({"error": "The response ended unexpectedly."}) + b"\n\n" + DONE

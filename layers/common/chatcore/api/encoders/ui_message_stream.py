@@ -17,7 +17,16 @@ from chatcore.events import (
     ReasoningDelta,
     ResponseInfo,
     Start,
+    StepFinish,
+    StepStart,
     TextDelta,
+    ToolApprovalRequest,
+    ToolDenied,
+    ToolInputDelta,
+    ToolInputReady,
+    ToolInputStart,
+    ToolOutput,
+    ToolOutputError,
     Usage,
     UsageReport,
 )
@@ -70,13 +79,46 @@ def message_metadata(start: Start | None, info: ResponseInfo | None, usage: Usag
     return metadata
 
 
+def tool_chunk(event: Event) -> dict[str, Any] | None:
+    """The UI message stream chunk of a tool event (the AI SDK's field names), or None."""
+    if isinstance(event, ToolInputStart):
+        return {"type": "tool-input-start", "toolCallId": event.call_id, "toolName": event.name}
+    if isinstance(event, ToolInputDelta):
+        return {"type": "tool-input-delta", "toolCallId": event.call_id, "inputTextDelta": event.delta}
+    if isinstance(event, ToolInputReady):
+        chunk: dict[str, Any] = {"type": "tool-input-available", "toolCallId": event.call_id,
+                                 "toolName": event.name, "input": event.input}
+        if event.metadata:
+            chunk["providerMetadata"] = event.metadata
+        if event.error is not None:
+            chunk.update(type="tool-input-error", errorText=event.error)
+        return chunk
+    if isinstance(event, ToolOutput):
+        return {"type": "tool-output-available", "toolCallId": event.call_id, "output": event.output}
+    if isinstance(event, ToolOutputError):
+        return {"type": "tool-output-error", "toolCallId": event.call_id, "errorText": event.message}
+    if isinstance(event, ToolApprovalRequest):
+        return {"type": "tool-approval-request", "approvalId": event.approval_id, "toolCallId": event.call_id}
+    if isinstance(event, ToolDenied):
+        return {"type": "tool-output-denied", "toolCallId": event.call_id}
+    return None
+
+
 async def encode_ui_message_stream(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
-    """Encode events as UI message stream chunks; always ends with `finish` (or `error`) and `[DONE]`."""
+    """Encode events as UI message stream chunks; always ends with `finish` (or `error`) and `[DONE]`.
+
+    Each model call of the turn is one step (`start-step` ... `finish-step`, from `StepStart` /
+    `StepFinish`; a stream without them is one step). Tool calls are the AI SDK's tool chunks:
+    `tool-input-start` / `-delta` / `-available` (or `tool-input-error`), then
+    `tool-output-available` / `-error`, `tool-approval-request`, `tool-output-denied`.
+    """
     start: Start | None = None
     info: ResponseInfo | None = None
     usage: Usage | None = None
     open_part: tuple[str, str] | None = None  # ("text" | "reasoning", id)
     part_count = 0
+    step_open = False
+    any_step = False
     # `start` goes out in the same write as the first token, which follows it at once anyway.
     pending = b""
 
@@ -88,11 +130,25 @@ async def encode_ui_message_stream(events: AsyncIterator[Event]) -> AsyncIterato
         open_part = None
         return _chunk({"type": f"{kind}-end", "id": part_id})
 
+    def open_step() -> bytes:
+        nonlocal step_open, any_step
+        if step_open:
+            return b""
+        step_open = any_step = True
+        return _chunk({"type": "start-step"})
+
+    def close_step() -> bytes:
+        nonlocal step_open
+        if not step_open:
+            return b""
+        step_open = False
+        return close_part() + _chunk({"type": "finish-step"})
+
     async with closing(events) as stream:
         async for event in stream:
             if isinstance(event, TextDelta | ReasoningDelta):
                 kind = "text" if isinstance(event, TextDelta) else "reasoning"
-                head, pending = pending, b""
+                head, pending = pending + open_step(), b""
                 if open_part is None or open_part[0] != kind:
                     head += close_part()
                     open_part = (kind, f"{kind[0]}{part_count}")
@@ -102,24 +158,34 @@ async def encode_ui_message_stream(events: AsyncIterator[Event]) -> AsyncIterato
             elif isinstance(event, Start):
                 start = event
                 pending += _chunk({"type": "start", "messageId": event.message_id,
-                                   "messageMetadata": message_metadata(event, None, None, {})}) + _chunk(
-                    {"type": "start-step"})
+                                   "messageMetadata": message_metadata(event, None, None, {})})
+            elif isinstance(event, StepStart):
+                pending += close_step() + open_step()
+            elif isinstance(event, StepFinish):
+                head, pending = pending, b""
+                yield head + open_step() + close_step()
+            elif (chunk := tool_chunk(event)) is not None:
+                head, pending = pending, b""
+                # Tool outputs between steps (or before the first one, in a continued turn) need no step.
+                step = open_step() if isinstance(event, ToolInputStart | ToolInputDelta | ToolInputReady) else b""
+                yield head + step + close_part() + _chunk(chunk)
             elif isinstance(event, UsageReport):
                 usage = event.usage
             elif isinstance(event, ResponseInfo):
                 info = event
             elif isinstance(event, Finish):
                 metadata = message_metadata(start, info, event.usage or usage, event.metadata)
-                yield pending + close_part() + _chunk({"type": "finish-step"}) + _chunk(
+                yield pending + (b"" if any_step else open_step()) + close_step() + _chunk(
                     {"type": "finish", "finishReason": _FINISH_REASONS[event.reason], "messageMetadata": metadata}
                 ) + DONE
                 return
             elif isinstance(event, ErrorEvent):
                 metadata = message_metadata(start, info, event.usage or usage, event.metadata)
                 metadata["incomplete"] = True
-                yield pending + _chunk({"type": "error", "errorText": event.message}) + _chunk({"type": "finish-step"}) + _chunk(
-                    {"type": "finish", "finishReason": "error", "messageMetadata": metadata}
-                ) + DONE
+                head = pending + (b"" if step_open or any_step else open_step())
+                tail = _chunk({"type": "finish-step"}) if step_open else b""
+                yield head + _chunk({"type": "error", "errorText": event.message}) + tail + _chunk(
+                    {"type": "finish", "finishReason": "error", "messageMetadata": metadata}) + DONE
                 return
         # The event source ended without Finish or ErrorEvent: say so rather than end silently.
         yield pending + _chunk({"type": "error", "errorText": "The response ended unexpectedly."}) + DONE
