@@ -299,8 +299,6 @@ def test_edit_resends_the_last_question_in_place_and_regenerate_redoes_the_answe
     assert answer_text(page).startswith("You said:")
 
 
-@pytest.mark.xfail(strict=True, reason="backend: a resent user message whose id is already stored is answered "
-                   "with the stored text (chatcore/store/memory.py `_turn`), so an edit is not seen")
 def test_an_edited_question_is_answered(open_page: Callable[..., Any]) -> None:
     page = open_page("mock/echo")
     send(page, "first question")

@@ -68,6 +68,13 @@ class NotFoundError(ChatError):
     code = "not_found"
 
 
+class ConflictError(ChatError):
+    """The request conflicts with one already being handled (the same message, twice at once)."""
+
+    status_code = 409
+    code = "conflict"
+
+
 class PayloadTooLargeError(ChatError):
     status_code = 413
     code = "payload_too_large"

@@ -106,6 +106,8 @@ class StoredTurn:
     summary: str | None
     chars_per_token: float
     new_user: StoredMessage | None = None  # the request's user message, when not stored yet
+    edits: tuple[StoredMessage, ...] = ()  # an edit: the edited message and all after it, replaced by `new_user`
+    answers: str | None = None  # the id of the user message this turn answers (one answer per message)
     replaces: tuple[StoredMessage, ...] = ()
     prompt_chars: int = 0
     unsummarized_chars: int = 0
@@ -154,11 +156,16 @@ class StoredTurn:
     async def _save_user(self) -> None:
         assert self.new_user is not None and self.conversation_id is not None
         try:
-            await asyncio.to_thread(self.memory.store.append_message, self.user_id, self.conversation_id,
-                                    self.new_user, title=title_from(self.new_user.text))
+            result = await asyncio.to_thread(self.memory.store.append_message, self.user_id, self.conversation_id,
+                                             self.new_user, title=title_from(self.new_user.text), replaces=self.edits)
         except Exception as exc:
             raise errors.StorageUnavailableError("The conversation could not be saved; try again shortly.",
                                                  retry_after=1) from exc
+        if not result.stored:
+            # Another request stored this very message first (a network retry while the first one
+            # still runs, or a concurrent edit): that one answers it; one message, one answer.
+            raise errors.ConflictError("This message is already being answered; reload the conversation.",
+                                       retry_after=1)
 
     async def _store(self, answer: _AnswerRecorder, status: MessageStatus) -> bool:
         """Store the assistant message; False (logged and counted, never raised) when it failed."""
@@ -306,11 +313,18 @@ class DynamoMemory:
         replaces: list[StoredMessage] = []
         continues: StoredMessage | None = None
         new_user: StoredMessage | None = None
+        edits: list[StoredMessage] = []
         if incoming is not None:
             index = next((i for i, m in enumerate(stored) if m.id == incoming.id), None)
             if index is None:
                 new_user = incoming
                 stored = [*stored, incoming]
+            elif stored[index].role == "user" and stored[index].text != incoming.text:
+                # An edit (useChat's `sendMessage({text, messageId})`): the same id with new text replaces
+                # that message and drops everything after it, in the transaction that stores it.
+                edits = stored[index:]
+                new_user = incoming
+                stored = [*stored[:index], incoming]
             else:
                 # Already stored (a retry or a regenerate): answer it again, replacing the answer after it.
                 after = stored[index + 1:]
@@ -333,7 +347,8 @@ class DynamoMemory:
         return StoredTurn(
             memory=self, user_id=user_id, conversation_id=conversation_id, messages=messages, summary=summary,
             chars_per_token=meta.chars_per_token if meta else DEFAULT_CHARS_PER_TOKEN, new_user=new_user,
-            replaces=tuple(replaces), prompt_chars=text_chars + len(system or "") + len(summary or ""),
+            edits=tuple(edits), replaces=tuple(replaces),
+            answers=next((m.id for m in reversed(stored) if m.role == "user"), None), prompt_chars=text_chars + len(system or "") + len(summary or ""),
             unsummarized_chars=text_chars, temporary=request.temporary, continues=continues,
             **({"message_id": continues.id} if continues is not None else {}),
         )
@@ -349,8 +364,24 @@ class DynamoMemory:
                                     replace(message, position=turn.continues.position,
                                             created_at=turn.continues.created_at))
         else:
-            await asyncio.to_thread(self.store.append_message, turn.user_id, conversation_id, message,
-                                    replaces=turn.replaces, calibration=sample)
+            result = await asyncio.to_thread(self.store.append_message, turn.user_id, conversation_id, message,
+                                             replaces=turn.replaces, calibration=sample, existing=True,
+                                             answers=turn.answers)
+            if result.outcome == "replaced_gone":
+                # Another request answered the same message first (a concurrent regenerate, or a retry of
+                # a message stored meanwhile): this answer replaces whatever answers it now.
+                history = await asyncio.to_thread(self.store.load_recent, turn.user_id, conversation_id)
+                last_user = max((i for i, m in enumerate(history.messages) if m.role == "user"), default=-1)
+                current = tuple(m for m in history.messages[last_user + 1:] if m.id != message.id)
+                result = await asyncio.to_thread(self.store.append_message, turn.user_id, conversation_id, message,
+                                                 replaces=current, calibration=sample, existing=True,
+                                                 answers=turn.answers)
+            if result.outcome == "conversation_gone":
+                get_logger().info("answer not stored: the conversation was deleted",
+                                  extra={"conversation_id": conversation_id})
+                return
+            if not result.stored:
+                raise RuntimeError(f"the answer was not stored ({result.outcome})")
         threshold = self.settings.summary_trigger_tokens
         unsummarized = int((turn.unsummarized_chars + len(message.text)) / turn.chars_per_token)
         due = threshold > 0 and unsummarized >= threshold

@@ -187,6 +187,10 @@ class Calibration:
 class AppendResult:
     stored: bool  # False when a message with this id was already stored (a retried request)
     message: StoredMessage
+    outcome: AppendOutcome = "stored"
+
+
+AppendOutcome = Literal["stored", "duplicate", "conversation_gone", "replaced_gone"]
 
 
 # --- item (de)serialisation -------------------------------------------------------------------
@@ -324,12 +328,19 @@ class ConversationStore:
 
     def append_message(self, user_id: str, conversation_id: str, message: StoredMessage, *,
                        title: str | None = None, replaces: Sequence[StoredMessage] = (),
-                       calibration: Calibration | None = None) -> AppendResult:
+                       calibration: Calibration | None = None, existing: bool = False,
+                       answers: str | None = None) -> AppendResult:
         """Store `message` at the end of the conversation, creating the conversation if needed.
 
         One transaction writes the message, its id marker (so a retried request never stores a
-        message twice: the result then says `stored=False`), the metadata (times, totals, version,
-        title of a new conversation) and deletes the messages it `replaces` (a regenerated answer).
+        message twice: the outcome is then `duplicate`), the metadata (times, totals, version, title of
+        a new conversation) and deletes the messages it `replaces` (a regenerated answer, or an edited
+        message and everything after it), each only if it still exists (`replaced_gone` otherwise: a
+        concurrent regenerate replaced it first). A replaced message with the same id as `message` is
+        an edit: its marker moves to the new position. `existing=True` (an answer) writes nothing if
+        the conversation was deleted meanwhile (`conversation_gone`). `answers` names the user message
+        an assistant message answers: a marker (`I#A#<user message id>`) makes that one answer, written
+        only if there is none yet or it is the one being replaced (`replaced_gone` otherwise).
         """
         pk = conversation_pk(user_id, conversation_id)
         now = now_iso()
@@ -340,14 +351,18 @@ class ConversationStore:
             position = _positions.next()
             stored = replace(message, position=position)
             items = self._append_items(pk, user_id, conversation_id, stored, now, expires_at, title, replaces,
-                                       calibration)
+                                       calibration, existing=existing, answers=answers)
             try:
                 self.client.transact_write_items(TransactItems=items)
                 return AppendResult(stored=True, message=stored)
             except self.client.exceptions.TransactionCanceledException as exc:
                 reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
                 if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
-                    return AppendResult(stored=False, message=message)  # this id is already stored
+                    return AppendResult(stored=False, message=message, outcome="duplicate")  # id already stored
+                if len(reasons) > 2 and reasons[2] == "ConditionalCheckFailed":
+                    return AppendResult(stored=False, message=message, outcome="conversation_gone")
+                if any(reason == "ConditionalCheckFailed" for reason in reasons[3:]):
+                    return AppendResult(stored=False, message=message, outcome="replaced_gone")
                 if attempt == _APPEND_ATTEMPTS - 1:
                     raise
             except self.client.exceptions.ClientError as exc:
@@ -381,7 +396,8 @@ class ConversationStore:
 
     def _append_items(self, pk: str, user_id: str, conversation_id: str, message: StoredMessage, now: str,
                       expires_at: int | None, title: str | None, replaces: Sequence[StoredMessage],
-                      calibration: Calibration | None) -> list[dict[str, Any]]:
+                      calibration: Calibration | None, *, existing: bool = False,
+                      answers: str | None = None) -> list[dict[str, Any]]:
         item: dict[str, Any] = {
             "pk": pk, "sk": message.position, "type": "message", "id": message.id, "role": message.role,
             "text": message.text, "status": message.status, "created_at": message.created_at,
@@ -417,19 +433,43 @@ class ConversationStore:
             values[":cc"] = calibration.chars
             values[":ct"] = calibration.tokens
         meta_key = _serialize({"pk": pk, "sk": META_SK})
+        edit = any(old.id == message.id for old in replaces)  # the same id, new content: moved, not refused
+        marker_put: dict[str, Any] = {"TableName": self.table, "Item": _serialize(marker)}
+        if not edit:
+            marker_put["ConditionExpression"] = "attribute_not_exists(pk)"
+        meta_update: dict[str, Any] = {
+            "TableName": self.table, "Key": meta_key,
+            "UpdateExpression": "SET " + ", ".join(sets) + " ADD " + ", ".join(adds),
+            "ExpressionAttributeNames": {"#type": "type"}, "ExpressionAttributeValues": _serialize(values)}
+        if existing:  # an answer must not bring back a conversation deleted while it streamed
+            meta_update["ConditionExpression"] = "attribute_exists(pk)"
         items: list[dict[str, Any]] = [
             {"Put": {"TableName": self.table, "Item": _serialize(item),
                      "ConditionExpression": "attribute_not_exists(pk)"}},
-            {"Put": {"TableName": self.table, "Item": _serialize(marker),
-                     "ConditionExpression": "attribute_not_exists(pk)"}},
-            {"Update": {"TableName": self.table, "Key": meta_key,
-                        "UpdateExpression": "SET " + ", ".join(sets) + " ADD " + ", ".join(adds),
-                        "ExpressionAttributeNames": {"#type": "type"},
-                        "ExpressionAttributeValues": _serialize(values)}},
+            {"Put": marker_put},
+            {"Update": meta_update},
         ]
+        if answers is not None:
+            replaced = [old.id for old in replaces if old.role == "assistant"]
+            answer_put: dict[str, Any] = {
+                "TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
+                "Item": _serialize({"pk": pk, "sk": f"{ID_PREFIX}A#{answers}", "type": "answer",
+                                    "answer": message.id, "expires_at": expires_at})}
+            if replaced:
+                answer_put["ConditionExpression"] = "attribute_not_exists(pk) OR answer IN (" + ", ".join(
+                    f":r{i}" for i in range(len(replaced))) + ")"
+                answer_put["ExpressionAttributeValues"] = _serialize({f":r{i}": r for i, r in enumerate(replaced)})
+            items.append({"Put": answer_put})
         for old in replaces:
-            for sk in (old.position, ID_PREFIX + old.id):
-                items.append({"Delete": {"TableName": self.table, "Key": _serialize({"pk": pk, "sk": sk})}})
+            # Only if still there: of two concurrent regenerates, the second must not add a second answer.
+            items.append({"Delete": {"TableName": self.table, "Key": _serialize({"pk": pk, "sk": old.position}),
+                                     "ConditionExpression": "attribute_exists(pk)"}})
+            if old.id != message.id:
+                items.append({"Delete": {"TableName": self.table,
+                                         "Key": _serialize({"pk": pk, "sk": ID_PREFIX + old.id})}})
+            if old.role == "user":  # an edited or dropped question: its answer marker goes with it
+                items.append({"Delete": {"TableName": self.table,
+                                         "Key": _serialize({"pk": pk, "sk": f"{ID_PREFIX}A#{old.id}"})}})
         return items
 
     def import_messages(self, user_id: str, conversation_id: str, messages: Sequence[StoredMessage],
