@@ -28,9 +28,12 @@ pytestmark = [
 ]
 
 
-def run(url: str, scenario: str, model: str = "mock/echo", text: str = "hello", *headers: str) -> dict[str, Any]:
+def run(url: str, scenario: str, model: str = "mock/echo", text: str = "hello", *headers: str,
+        tool_output: str | None = None) -> dict[str, Any]:
     args = [NODE or "node", str(HARNESS / "run.mjs"), "--base-url", f"{url}/v1", "--scenario", scenario,
             "--model", model, "--text", text, "--timeout-ms", str((SUBPROCESS_TIMEOUT_S - 10) * 1000)]
+    if tool_output is not None:
+        args += ["--tool-output", tool_output]
     for header in headers:
         args += ["--header", header]
     done = subprocess.run(args, cwd=HARNESS, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
@@ -78,6 +81,18 @@ def test_errors_map_to_the_client_error_classes(chat_server: Callable[..., str],
     result = run(chat_server(), "complete", model)
     assert not result["ok"]
     assert result["error"]["name"] == name and result["error"]["status"] == status
+
+
+def test_a_tool_call_round_trip(chat_server: Callable[..., str]) -> None:
+    model = "mock/tool-call?name=get_weather&input=%7B%22city%22%3A%22Paris%22%7D"
+    result = run(chat_server(), "tools", model, "Weather in Paris?", tool_output='{"sky":"clear"}')
+    assert result["ok"], result["error"]
+    [call] = result["toolCalls"]
+    assert call["type"] == "function" and call["id"]
+    assert call["function"]["name"] == "get_weather" and json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+    assert result["chunks"] > 3  # role, the call's head, its argument fragments, the finish
+    assert result["finishReasons"] == ["tool_calls", "stop"]
+    assert result["text"] == 'Tool get_weather returned: "{\\"sky\\":\\"clear\\"}"'
 
 
 def test_models_list(chat_server: Callable[..., str]) -> None:

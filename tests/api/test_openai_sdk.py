@@ -169,14 +169,6 @@ def test_unknown_fields_are_ignored(sdk: openai.OpenAI) -> None:
     assert completion.choices[0].message.content == "You said: hello there"
 
 
-def test_tools_are_refused_until_wired(sdk: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
-        sdk.chat.completions.create(model="mock/echo", messages=USER, tools=[
-            {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}])
-    assert isinstance(caught.value.body, dict)
-    assert caught.value.body["message"] == "tools are not supported yet" and caught.value.body["param"] == "tools"
-
-
 def test_json_output_from_a_provider_that_cannot_is_a_400(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.chat.completions.create(model="mock/echo", messages=USER, response_format={"type": "json_object"})

@@ -281,3 +281,18 @@ def test_a_hit_on_a_stored_conversation_is_stored_like_a_live_answer(
     assert [m["role"] for m in stored["messages"]] == ["user", "assistant"]
     answer = stored["messages"][1]
     assert "".join(p.get("text", "") for p in answer["parts"] if p["type"] == "text") == "You said: Hi!"
+
+
+def test_openai_requests_with_tools_or_tool_history_bypass_the_cache(cached_app: Callable[..., str],
+                                                                     counted: CountingProvider) -> None:
+    client = sdk(cached_app())
+    tools: Any = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    history: Any = [{"role": "user", "content": "weather?"},
+                    {"role": "assistant", "content": None, "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+    for kwargs in ({"messages": [{"role": "user", "content": "weather?"}], "tools": tools}, {"messages": history}):
+        for _ in range(2):
+            raw = client.chat.completions.with_raw_response.create(model="counted/echo", temperature=0, **kwargs)
+            assert raw.headers["x-chat-cache"] == "bypass"
+    assert counted.calls == 4

@@ -9,6 +9,7 @@ the whole history, nothing is stored as a conversation. Errors come out in OpenA
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Literal
 
@@ -22,9 +23,9 @@ from chatcore.api.encoders import openai_chunks
 from chatcore.api.encoders.coalesce import coalesce_ready
 from chatcore.api.errors import stream_failure_status
 from chatcore.api.lambda_context import lambda_deadline_s, request_id
-from chatcore.api.schemas import CACHE_HEADER, cache_preference, clean_text
+from chatcore.api.schemas import CACHE_HEADER, TOOL_NAME_PATTERN, cache_preference, clean_text
 from chatcore.events import ErrorEvent
-from chatcore.messages import ChatMessage, ChatRequest
+from chatcore.messages import ChatMessage, ChatRequest, ToolSpec
 from chatcore.tokens import estimate_messages_tokens
 
 router = APIRouter(tags=["openai"])
@@ -41,13 +42,30 @@ class ContentPart(BaseModel):
     _clean_text = field_validator("text")(clean_text)
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    arguments: str  # JSON text, as the model produced it (parsed in `to_chat_request`)
+
+
+class AssistantToolCall(BaseModel):
+    """One entry of an assistant message's `tool_calls`, as the SDKs send the model's calls back."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatCompletionMessage(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = Field(default=None, max_length=256)
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[AssistantToolCall] | None = Field(default=None, max_length=128)
     tool_call_id: str | None = Field(default=None, max_length=256)
 
     _clean_content = field_validator("content")(lambda v: clean_text(v) if isinstance(v, str) else v)
@@ -78,6 +96,38 @@ class ResponseFormat(BaseModel):
     json_schema: dict[str, Any] | None = None
 
 
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    description: str | None = Field(default=None, max_length=10_000)
+    parameters: dict[str, Any] | None = None  # JSON Schema; OpenAI's default: an object without properties
+
+
+class FunctionTool(BaseModel):
+    """A client tool: `{"type": "function", "function": {name, description, parameters}}`."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    name: str = Field(max_length=64)
+
+
+class NamedToolChoice(BaseModel):
+    """`tool_choice` naming one function: `{"type": "function", "function": {"name"}}`."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ChatCompletionRequest(BaseModel):
     """`POST /v1/chat/completions`, as OpenAI defines it (the fields this backend acts on)."""
 
@@ -95,8 +145,8 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     user: str | None = Field(default=None, max_length=256)  # the caller's end-user id: accepted, not used
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[FunctionTool] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     response_format: ResponseFormat | None = None
 
     @field_validator("stop")
@@ -107,30 +157,108 @@ class ChatCompletionRequest(BaseModel):
         return stop
 
 
-# --- TOOLS: the one place tool calling is refused (lead: wire it here after merging the tools branch) ---
-
-
-def refuse_tools(body: ChatCompletionRequest) -> None:
-    """`tools`, tool results and assistant `tool_calls` are accepted by the schema, not implemented yet."""
-    if body.tools or any(m.role in ("tool", "function") or m.tool_calls for m in body.messages):
-        raise errors.RequestError("tools are not supported yet", param="tools")
-
-
 # --- Conversion ------------------------------------------------------------------------------
+
+ROLES: dict[str, Literal["system", "user", "assistant"]] = {
+    "system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+def client_tools(body: ChatCompletionRequest) -> tuple[ToolSpec, ...]:
+    """The request's `tools` as the client's tool specs (never run on the server)."""
+    specs: list[ToolSpec] = []
+    for index, tool in enumerate(body.tools or ()):
+        if any(spec.name == tool.function.name for spec in specs):
+            raise errors.RequestError(f"The tool name {tool.function.name!r} is used twice.",
+                                      param=f"tools.{index}.function.name")
+        specs.append(ToolSpec(tool.function.name, tool.function.description or "",
+                              tool.function.parameters or {"type": "object", "properties": {}}))
+    return tuple(specs)
+
+
+def tool_choice(body: ChatCompletionRequest, tools: tuple[ToolSpec, ...]) -> str | None:
+    """`tool_choice` in the service's terms: "auto", "none", "required" or the name of one client tool."""
+    choice = body.tool_choice
+    if choice is None or isinstance(choice, str):
+        return choice
+    if not any(spec.name == choice.function.name for spec in tools):
+        raise errors.RequestError(f"tool_choice names {choice.function.name[:80]!r}, which is not in tools.",
+                                  param="tool_choice")
+    return choice.function.name
+
+
+def _arguments(call: AssistantToolCall, param: str) -> Any:
+    try:
+        return json.loads(call.function.arguments or "{}")
+    except ValueError:
+        raise errors.RequestError(f"The arguments of tool call {call.id[:80]!r} are not valid JSON.",
+                                  param=param) from None
+
+
+def conversation(body: ChatCompletionRequest) -> tuple[ChatMessage, ...]:
+    """OpenAI's messages as the service's: an assistant message with `tool_calls` and the `tool`
+    messages answering it become one assistant message holding the equivalent UI tool parts
+    (`dynamic-tool`, state `output-available`), which `ChatRequest.conversation()` turns into the
+    provider's assistant turn with its calls and the tool turn with their results.
+
+    As OpenAI does, every call must be answered by a `tool` message right after it (400 otherwise).
+    """
+    out: list[ChatMessage] = []
+    open_parts: list[dict[str, Any]] | None = None  # the parts of the assistant message being answered
+    open_index = -1
+    open_text = ""
+
+    def close() -> None:
+        nonlocal open_parts
+        if open_parts is None:
+            return
+        missing = [p["toolCallId"] for p in open_parts if p.get("type") == "dynamic-tool"
+                   and p["state"] != "output-available"]
+        if missing:
+            raise errors.RequestError(
+                f"An assistant message with tool_calls must be followed by tool messages answering each "
+                f"tool_call_id; {str(missing[0])[:80]!r} has none.", param=f"messages.{open_index}.tool_calls")
+        out.append(ChatMessage(role="assistant", text=open_text, parts=tuple(open_parts)))
+        open_parts = None
+
+    for index, message in enumerate(body.messages):
+        if message.role == "function":
+            raise errors.RequestError("The legacy 'function' role is not supported; use tools and 'tool' messages.",
+                                      param=f"messages.{index}.role")
+        if message.role == "tool":
+            if not message.tool_call_id:
+                raise errors.RequestError("A tool message needs its tool_call_id.",
+                                          param=f"messages.{index}.tool_call_id")
+            part = next((p for p in open_parts or () if p.get("toolCallId") == message.tool_call_id), None)
+            if part is None:
+                raise errors.RequestError(
+                    f"The tool message answers {message.tool_call_id[:80]!r}, which is not a tool call of the "
+                    f"assistant message before it.", param=f"messages.{index}.tool_call_id")
+            part.update(state="output-available", output=message.text())
+            continue
+        close()
+        text = message.text()
+        if message.role == "assistant" and message.tool_calls:
+            open_index, open_text = index, text
+            open_parts = [{"type": "text", "text": text}] if text else []
+            for number, call in enumerate(message.tool_calls):
+                param = f"messages.{index}.tool_calls.{number}.function.arguments"
+                open_parts.append({"type": "dynamic-tool", "toolName": call.function.name, "toolCallId": call.id,
+                                   "state": "input-available", "input": _arguments(call, param)})
+            continue
+        out.append(ChatMessage(role=ROLES[message.role], text=text))
+    close()
+    return tuple(out)
 
 
 def to_chat_request(body: ChatCompletionRequest, cache: bool | None = None) -> ChatRequest:
     """The OpenAI request in the chat service's terms: stateless (no conversation id), whole history sent."""
-    refuse_tools(body)
-    roles: dict[str, Literal["system", "user", "assistant"]] = {
-        "system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-    messages = tuple(ChatMessage(role=roles[m.role], text=m.text()) for m in body.messages)
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    tools = client_tools(body)
     return ChatRequest(
-        messages=messages, conversation_id=None, model=body.model, temperature=body.temperature,
+        messages=conversation(body), conversation_id=None, model=body.model, temperature=body.temperature,
         max_output_tokens=body.max_completion_tokens or body.max_tokens, top_p=body.top_p, seed=body.seed,
         stop=stop, response_format=body.response_format.model_dump(exclude_none=True) if body.response_format else None,
-        cache=cache,
+        cache=cache, tools=tools, tool_choice=tool_choice(body, tools),
     )
 
 
@@ -145,7 +273,7 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
     principal = await parts.authenticator.authenticate(request)
     chat_request = to_chat_request(body, cache_preference(request.headers.get(CACHE_HEADER)))
     completion = openai_chunks.Completion(
-        created=int(time.time()),
+        created=int(time.time()), client_tools=frozenset(t.name for t in chat_request.tools),
         prompt_tokens_estimate=estimate_messages_tokens(chat_request.conversation(),
                                                         "\n".join(chat_request.client_system_prompts()) or None))
     answer = await request.app.state.chat.stream(principal, chat_request, request_id=rid,
