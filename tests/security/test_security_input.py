@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from chatcore.api import body_limit
 from chatcore.api.app import create_app
 from chatcore.api.body_limit import BodySizeLimit
 from chatcore.settings import Settings
@@ -93,7 +94,8 @@ async def test_unknown_model_lists_the_providers(client: httpx.AsyncClient) -> N
     assert "mock" in response.json()["error"]["message"]
 
 
-async def test_declared_content_length_over_the_limit_is_refused_unread() -> None:
+async def test_declared_content_length_over_the_limit_is_refused_before_the_app_runs() -> None:
+    """The app never sees the body; it is read and discarded (up to its declared length) before the 413."""
     received: list[bytes] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -110,14 +112,17 @@ async def test_declared_content_length_over_the_limit_is_refused_unread() -> Non
 
     scope = {"type": "http", "method": "POST", "path": "/api/chat", "headers": [(b"content-length", b"10000")]}
     await BodySizeLimit(app, max_bytes=1000)(scope, receive, send)
-    assert received == []
+    assert len(received) == 100  # drained up to the declared length, and no more
     assert sent[0]["status"] == 413
     assert json.loads(sent[1]["body"])["error"]["code"] == "payload_too_large"
 
 
-async def test_chunked_body_is_cut_off_while_reading() -> None:
-    """No Content-Length: the middleware stops the read as soon as the count passes the limit."""
+async def test_chunked_body_is_cut_off_while_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Content-Length: the app's read stops as soon as the count passes the limit; the rest is
+    discarded up to the drain bound."""
+    monkeypatch.setattr(body_limit, "DRAIN_MAX_BYTES", 5000)
     chunks_read = 0
+    app_reads = 0
 
     async def receive() -> dict[str, Any]:
         nonlocal chunks_read
@@ -125,8 +130,10 @@ async def test_chunked_body_is_cut_off_while_reading() -> None:
         return {"type": "http.request", "body": b"x" * 100, "more_body": True}  # an endless upload
 
     async def app(scope: Any, receive_: Any, send: Any) -> None:
+        nonlocal app_reads
         while True:  # a framework buffering the whole body
             await receive_()
+            app_reads += 1
 
     sent: list[dict[str, Any]] = []
 
@@ -135,7 +142,8 @@ async def test_chunked_body_is_cut_off_while_reading() -> None:
 
     await BodySizeLimit(app, max_bytes=1000)(scope={"type": "http", "method": "POST", "headers": []},
                                              receive=receive, send=send)
-    assert chunks_read == 11  # 1100 bytes: the first read past the limit, and no more
+    assert app_reads == 10  # 1100 bytes: the read past the limit never reaches the app
+    assert chunks_read == 50  # then discarded up to DRAIN_MAX_BYTES in all, and no more
     assert sent[0]["status"] == 413
 
 

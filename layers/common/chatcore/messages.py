@@ -16,6 +16,32 @@ Trigger = Literal["submit-message", "regenerate-message"]
 Complexity = Literal["simple", "medium", "complex"]
 
 
+# Caller-controlled JSON that is stored or forwarded (a UI part with its `data`, tool `input`/`output`,
+# `metadata`, `providerOptions`, a tool's input schema) nests objects and arrays at most this deep, so
+# it can always be rendered again: checked when a request is parsed and when a stored part is read.
+MAX_JSON_DEPTH = 32
+
+
+def too_deep(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Where `value` nests objects/arrays deeper than `max_depth` (a dotted path, "" for the value
+    itself), or None. Iterative, so any depth is measured without recursion."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.items()
+        elif isinstance(node, list):
+            children = enumerate(node)
+        else:
+            continue
+        if depth > max_depth:
+            return path
+        for key, child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1, f"{path}.{key}" if path else str(key)))
+    return None
+
+
 def new_message_id() -> str:
     """A fresh message id (the one place ids are minted)."""
     return f"msg_{uuid.uuid4().hex}"

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chatcore import background, errors
 from chatcore.api.chat_routes import DRAIN_TIMEOUT_S, response_body
@@ -23,7 +23,14 @@ from chatcore.api.encoders import openai_chunks
 from chatcore.api.encoders.coalesce import coalesce_ready
 from chatcore.api.errors import stream_failure_status
 from chatcore.api.lambda_context import lambda_deadline_s, request_id
-from chatcore.api.schemas import CACHE_HEADER, TOOL_NAME_PATTERN, cache_preference, clean_text
+from chatcore.api.schemas import (
+    CACHE_HEADER,
+    MAX_BODY_DEPTH,
+    TOOL_NAME_PATTERN,
+    cache_preference,
+    check_depth,
+    clean_text,
+)
 from chatcore.events import ErrorEvent
 from chatcore.messages import ChatMessage, ChatRequest, ToolSpec
 from chatcore.tokens import estimate_messages_tokens
@@ -148,6 +155,22 @@ class ChatCompletionRequest(BaseModel):
     tools: list[FunctionTool] | None = Field(default=None, max_length=128)
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     response_format: ResponseFormat | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded_body(cls, body: Any) -> Any:
+        """Nesting depth, before any field is validated: the body (unknown keys too) at most
+        `MAX_BODY_DEPTH` levels, each tool, tool choice and response format `MAX_JSON_DEPTH`."""
+        check_depth(body, MAX_BODY_DEPTH)
+        if isinstance(body, dict):
+            for key in ("tools", "tool_choice", "response_format"):
+                value = body.get(key)
+                for item in value if key == "tools" and isinstance(value, list) else [value]:
+                    try:
+                        check_depth(item)
+                    except ValueError as exc:
+                        raise ValueError(f"{key}: {exc}") from None
+        return body
 
     @field_validator("stop")
     @classmethod

@@ -5,16 +5,28 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chatcore.errors import RequestError
-from chatcore.messages import ChatMessage, ChatRequest, ToolSpec
+from chatcore.messages import MAX_JSON_DEPTH, ChatMessage, ChatRequest, ToolSpec, too_deep
 
 # C0 controls other than tab, newline and carriage return, and lone UTF-16 surrogates (which
 # JSON escapes can smuggle in and which cannot be encoded to UTF-8 for a provider).
 _FORBIDDEN_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 # Ids end up in storage keys: a conservative alphabet keeps them from breaking key structure.
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,200}$"
+# A whole request body: the envelope (body, messages, a message, parts...) above the values that
+# `MAX_JSON_DEPTH` bounds.
+MAX_BODY_DEPTH = MAX_JSON_DEPTH + 8
+
+
+def check_depth(value: Any, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`value` unchanged, or `ValueError` naming where it nests deeper than `max_depth` levels."""
+    path = too_deep(value, max_depth)
+    if path is not None:
+        where = f" at {path[:100]}{'...' if len(path) > 100 else ''}" if path else ""
+        raise ValueError(f"JSON nesting depth over {max_depth} levels{where}")
+    return value
 
 
 def clean_text(value: str | None) -> str | None:
@@ -25,6 +37,10 @@ def clean_text(value: str | None) -> str | None:
     return value
 
 
+def _depth_bounded(value: Any) -> Any:
+    return check_depth(value)
+
+
 class UIPart(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -32,6 +48,12 @@ class UIPart(BaseModel):
     text: str | None = None
 
     _clean_text = field_validator("text")(clean_text)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded_part(cls, part: Any) -> Any:
+        """The part with every extra field (`data`, a tool part's `input` and `output`...)."""
+        return check_depth(part)
 
 
 class UIMessage(BaseModel):
@@ -46,6 +68,7 @@ class UIMessage(BaseModel):
     metadata: dict[str, Any] | None = None
 
     _clean_content = field_validator("content")(clean_text)
+    _bounded_metadata = field_validator("metadata", mode="before")(_depth_bounded)
 
     def text(self) -> str:
         """The message's visible text: its text parts joined, or its `content`."""
@@ -61,6 +84,12 @@ class ClientTool(BaseModel):
 
     description: str | None = Field(default=None, max_length=10_000)
     inputSchema: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded_tool(cls, tool: Any) -> Any:
+        """Forwarded to the model (`inputSchema` as a JSON Schema)."""
+        return check_depth(tool)
 
 
 TOOL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
@@ -90,6 +119,13 @@ class ChatRequestBody(BaseModel):
     toolChoice: str | None = Field(default=None, max_length=64)  # auto | none | required | a tool's name
 
     _clean_system = field_validator("system")(clean_text)
+    _bounded_options = field_validator("providerOptions", mode="before")(_depth_bounded)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded_body(cls, body: Any) -> Any:
+        """The whole body (extra keys included), before any field is validated."""
+        return check_depth(body, MAX_BODY_DEPTH)
 
     @field_validator("messages")
     @classmethod

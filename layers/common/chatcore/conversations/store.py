@@ -35,6 +35,8 @@ from typing import Any, Literal
 
 from chatcore import errors
 from chatcore.dynamodb import client_for
+from chatcore.messages import too_deep
+from chatcore.observability import get_logger
 from chatcore.settings import Settings
 from chatcore.tokens import DEFAULT_CHARS_PER_TOKEN, PER_MESSAGE_OVERHEAD
 
@@ -221,14 +223,58 @@ def _deserialize(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _message_from_item(item: dict[str, Any]) -> StoredMessage:
-    parts = json.loads(item["parts_json"]) if item.get("parts_json") else None
+    """The stored message; parts that cannot be rendered again are left out (and logged), and a
+    missing id or role is a `ValueError` (the readers skip that item: see `_readable`)."""
+    message_id, role = item.get("id"), item.get("role")
+    if not isinstance(message_id, str) or role not in ("user", "assistant"):
+        raise ValueError(f"not a message (id {type(message_id).__name__}, role {str(role)[:20]!r})")
+    usage = item.get("usage")
     return StoredMessage(
-        id=item["id"], role=item["role"], text=item.get("text", ""), position=item["sk"],
-        status=item.get("status", "complete"), model=item.get("model"), usage=item.get("usage"),
-        finish_reason=item.get("finish_reason"), error_code=item.get("error_code"),
-        created_at=item.get("created_at", ""), parts=parts, reasoning=item.get("reasoning", ""),
-        storage_truncated=bool(item.get("storage_truncated", False)),
+        id=message_id, role=role, text=_text(item.get("text")), position=item["sk"],
+        status=item.get("status", "complete"), model=_text(item.get("model")) or None,
+        usage=usage if isinstance(usage, dict) else None,
+        finish_reason=_text(item.get("finish_reason")) or None, error_code=_text(item.get("error_code")) or None,
+        created_at=_text(item.get("created_at")), parts=_parts_from_json(item.get("parts_json"), item),
+        reasoning=_text(item.get("reasoning")), storage_truncated=bool(item.get("storage_truncated", False)),
     )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _parts_from_json(raw: Any, item: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A message's stored parts, keeping only those that can be rendered: JSON objects with a string
+    `type`, nested at most `MAX_JSON_DEPTH` deep. None (the message shows its text) when none is left."""
+    if not raw:
+        return None
+    try:
+        parts = json.loads(raw) if isinstance(raw, str) else None
+    except (ValueError, RecursionError):
+        parts = None
+    if not isinstance(parts, list):
+        _unreadable(item, "parts are not a JSON array")
+        return None
+    kept = [part for part in parts
+            if isinstance(part, dict) and isinstance(part.get("type"), str) and too_deep(part) is None]
+    if len(kept) < len(parts):
+        _unreadable(item, f"{len(parts) - len(kept)} of {len(parts)} parts left out")
+    return kept if kept or not parts else None
+
+
+def _unreadable(item: dict[str, Any], reason: str) -> None:
+    get_logger().warning("stored message degraded", extra={"sk": str(item.get("sk", ""))[:40],
+                                                           "message_id": str(item.get("id", ""))[:200],
+                                                           "reason": reason})
+
+
+def _readable(item: dict[str, Any]) -> StoredMessage | None:
+    """`_message_from_item`, or None (logged) for an item no reader should fail on."""
+    try:
+        return _message_from_item(item)
+    except Exception as exc:  # a malformed item must never make the whole conversation unreadable
+        _unreadable(item, f"skipped: {type(exc).__name__}: {str(exc)[:200]}")
+        return None
 
 
 def _meta_from_item(item: dict[str, Any]) -> ConversationMeta:
@@ -310,7 +356,9 @@ class ConversationStore:
                 if item["sk"] <= stop_at:
                     start_key = None
                     break
-                message = _message_from_item(item)
+                message = _readable(item)
+                if message is None:
+                    continue
                 newest_first.append(message)
                 chars += len(message.text)
                 if chars >= max_chars:
@@ -525,7 +573,9 @@ class ConversationStore:
             for raw in response.get("Items", []):
                 item = _deserialize(raw)
                 if item["sk"] != after:  # BETWEEN is inclusive
-                    yield _message_from_item(item)
+                    message = _readable(item)
+                    if message is not None:
+                        yield message
             start_key = response.get("LastEvaluatedKey")
             if not start_key:
                 return

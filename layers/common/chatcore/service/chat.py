@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from chatcore import errors
 from chatcore.attachments.service import Attachments
 from chatcore.conversations.memory import Memory, StatelessMemory
+from chatcore.conversations.store import message_bytes
 from chatcore.events import Event, Start
 from chatcore.limits import Limiter, NoLimits
 from chatcore.memories.recall import Recall
@@ -48,15 +50,40 @@ class ChatResponse:
 
 
 def check_request_bounds(request: ChatRequest, settings: Settings) -> None:
-    """Enforce `MAX_MESSAGES` (400) and `MAX_MESSAGE_CHARS` (413)."""
+    """Enforce `MAX_MESSAGES` (400), `MAX_MESSAGE_CHARS` and, for the caller's own (user) messages,
+    `MAX_STORED_MESSAGE_BYTES` per part and per message (413), before anything is stored."""
     if len(request.messages) > settings.max_messages:
         raise errors.RequestError(f"Too many messages: {len(request.messages)} (at most {settings.max_messages}).")
     for index, message in enumerate(request.messages):
         if len(message.text) > settings.max_message_chars:
             raise errors.PayloadTooLargeError(
                 f"Message {index} is longer than {settings.max_message_chars} characters.")
+        if message.role == "user":
+            check_stored_size(index, message.text, message.parts, settings.max_stored_message_bytes)
     if request.system is not None and len(request.system) > settings.max_message_chars:
         raise errors.PayloadTooLargeError(f"The system prompt is longer than {settings.max_message_chars} characters.")
+
+
+def check_stored_size(index: int, text: str, parts: tuple[dict[str, Any], ...] | None, max_bytes: int) -> None:
+    """413 when one part, or the message, is larger than a stored message can be. A file part's
+    `data:` URL does not count: its bytes go to the file store (bounded by ATTACHMENTS_MAX_INLINE_BYTES)."""
+    stored = [_without_inline_data(part) for part in parts or ()]
+    for number, part in enumerate(stored):
+        size = message_bytes("", [part]) - 2  # the part alone, without the list's brackets
+        if size > max_bytes:
+            raise errors.PayloadTooLargeError(
+                f"Part {number} of message {index} is {size} bytes; a part can be at most {max_bytes} bytes.")
+    size = message_bytes(text, stored if parts is not None else None)
+    if size > max_bytes:
+        raise errors.PayloadTooLargeError(
+            f"Message {index} is {size} bytes; a message can be at most {max_bytes} bytes.")
+
+
+def _without_inline_data(part: dict[str, Any]) -> dict[str, Any]:
+    url = part.get("url")
+    if part.get("type") == "file" and isinstance(url, str) and url.startswith("data:"):
+        return {k: v for k, v in part.items() if k != "url"}
+    return part
 
 
 def system_prompt(request: ChatRequest, settings: Settings) -> str | None:
