@@ -66,17 +66,19 @@ def stored_app_server(serve_asgi: Callable[..., str], dynamodb: Any,
                       store_settings: Callable[..., Settings]) -> Callable[..., tuple[str, ConversationStore]]:
     """Factory: the chat app with DynamoDB memory and `HeaderAuthenticator`, served by uvicorn.
 
-    Returns the base URL and the store the app writes to. `providers=` registers extra providers.
+    Returns the base URL and the store the app writes to. `providers=` registers extra providers;
+    `limiter=` puts limits in front (default: none).
     """
 
-    def start(providers: dict[str, Provider] | None = None, **overrides: Any) -> tuple[str, ConversationStore]:
+    def start(providers: dict[str, Provider] | None = None, limiter: Any = None,
+              **overrides: Any) -> tuple[str, ConversationStore]:
         settings = store_settings(**overrides)
         registry = ProviderRegistry(settings, overrides=providers)
         conversation_store = ConversationStore(settings, client=dynamodb)
         trigger = SummaryTrigger(settings, ConversationSummarizer(settings, conversation_store, Router(settings, registry)))
         memory = DynamoMemory(settings, conversation_store, trigger)
         components = Components(settings=settings, providers=registry, authenticator=HeaderAuthenticator(),
-                                limiter=NoLimits(), memory=memory, conversations=conversation_store)
+                                limiter=limiter or NoLimits(), memory=memory, conversations=conversation_store)
         return serve_asgi(create_app(components=components)), conversation_store
 
     return start

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from chatcore import errors
+from chatcore import background, errors
 from chatcore.auth import Principal
 from chatcore.events import ErrorEvent, Event, Finish, TextDelta, Usage, UsageReport
 from chatcore.limits.leases import StreamLeases
@@ -42,6 +42,10 @@ ALICE = Principal(user_id="alice", tier="free", method="test")
 
 def minute_pk(user: str = "alice") -> str:
     return f"RL#{user}#m#{int(NOW // 60)}"
+
+
+def day_pk(user: str = "alice") -> str:
+    return RateLimiter.day_key(user, NOW)[0]["pk"]["S"]
 
 
 # --- the raw checks under thread races -------------------------------------------------------
@@ -174,12 +178,31 @@ async def test_settle_gives_back_unused_tokens(table: Table) -> None:
     assert table.number("LEASE#alice", "LEASE", "n") == 0
 
 
-async def test_settle_keeps_the_reservation_when_usage_is_unknown(table: Table) -> None:
+async def test_without_reported_usage_the_estimated_input_and_the_output_seen_are_charged(table: Table) -> None:
+    """Not the reservation (which holds the whole output cap): what was sent and what streamed."""
     limiter = limiter_for(table)
-    admission = await limiter.admit(ALICE, 1000)
-    await drain(admission.settle(events(TextDelta("hi"), ErrorEvent("boom", "provider_error"))))
-    assert table.number(minute_pk(), "RL", "tokens") == 1000
+    admission = await limiter.admit(ALICE, 1000, output_cap=900)  # 100 tokens of prompt, 900 of output cap
+    await drain(admission.settle(events(TextDelta("x" * 40), ErrorEvent("boom", "provider_error"))))
+    assert table.number(minute_pk(), "RL", "tokens") == 100 + 10  # 40 characters: 10 tokens
+    assert table.number(day_pk(), "RL", "tokens") == 110
     assert table.number("LEASE#alice", "LEASE", "n") == 0
+
+
+async def test_reserving_more_for_a_longer_history_refuses_over_the_budget_and_holds_nothing(table: Table) -> None:
+    limiter = limiter_for(table, tokens_per_minute=5_000)
+    admission = await limiter.admit(ALICE, 1000, output_cap=500)
+    await admission.reserve_more(1_000)
+    other = await limiter.admit(ALICE, 2_500)  # another request of the same user
+    assert table.number(minute_pk(), "RL", "tokens") == 4_500
+    with pytest.raises(errors.LimitExceededError):
+        await admission.reserve_more(1_000)  # within one request's bound, but over the minute's 5,000
+    with pytest.raises(errors.RequestError):
+        await admission.reserve_more(4_000)  # more than the plan allows one request at all
+    assert table.number(minute_pk(), "RL", "tokens") == 4_500  # the refusals hold nothing
+    await admission.release()
+    await other.release()
+    await background.drain()
+    assert table.number(minute_pk(), "RL", "tokens") == 0 and table.number(day_pk(), "RL", "tokens") == 0
 
 
 async def test_usage_report_before_an_error_is_used(table: Table) -> None:

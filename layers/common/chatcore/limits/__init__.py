@@ -22,9 +22,13 @@ class Admission(Protocol):
         """Give back what was reserved when the request fails before streaming starts."""
         ...
 
+    async def reserve_more(self, tokens: int) -> None:
+        """Reserve `tokens` more (the prompt turned out longer than estimated), or raise 429."""
+        ...
+
 
 class Limiter(Protocol):
-    async def admit(self, principal: Principal, estimated_tokens: int) -> Admission:
+    async def admit(self, principal: Principal, estimated_tokens: int, *, output_cap: int = 0) -> Admission:
         """Reserve a request, the estimated tokens and a stream lease, or raise `LimitExceededError`."""
         ...
 
@@ -39,9 +43,12 @@ class UnlimitedAdmission:
     async def release(self) -> None:
         return None
 
+    async def reserve_more(self, tokens: int) -> None:
+        return None
+
 
 class NoLimits:
-    async def admit(self, principal: Principal, estimated_tokens: int) -> Admission:
+    async def admit(self, principal: Principal, estimated_tokens: int, *, output_cap: int = 0) -> Admission:
         return UnlimitedAdmission()
 
 

@@ -14,6 +14,7 @@ default, or open (the request goes through unchecked for that limit) if listed i
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,12 +22,13 @@ from typing import Any
 
 from chatcore import background, errors
 from chatcore.dynamodb import client_for
-from chatcore.events import ErrorEvent, Event, Finish, Usage, UsageReport
+from chatcore.events import ErrorEvent, Event, Finish, ReasoningDelta, TextDelta, Usage, UsageReport
 from chatcore.limits.leases import LeaseCheck, StreamLeases
 from chatcore.limits.policy import LimitPolicy, TierLimits
 from chatcore.limits.rate_limiter import RateLimiter, WindowCheck, reset_header
 from chatcore.principal import Principal
 from chatcore.settings import Settings
+from chatcore.tokens import DEFAULT_CHARS_PER_TOKEN
 
 LIMIT_NAMES = ("minute", "day", "streams")
 
@@ -55,11 +57,14 @@ class LimitAdmission:
     """One admitted request: what it reserved, and how to settle and release it (idempotently)."""
 
     def __init__(self, limiter: DynamoDBLimiter, user_id: str, reserved: int, minute: WindowCheck | None,
-                 day: WindowCheck | None, lease_id: str | None, headers: dict[str, str]) -> None:
+                 day: WindowCheck | None, lease_id: str | None, headers: dict[str, str], *,
+                 limits: TierLimits | None = None, output_cap: int = 0) -> None:
         self.headers = headers
         self._limiter = limiter
         self._user_id = user_id
         self._reserved = reserved
+        self._limits = limits
+        self._input_estimate = max(reserved - output_cap, 0)  # what the prompt is estimated to cost
         self._minute = minute
         self._day = day
         self._lease_id = lease_id
@@ -72,19 +77,65 @@ class LimitAdmission:
         cancelled) or a deadline cannot interrupt it half way.
         """
         usage: Usage | None = None
+        output_chars = 0  # what the answer streamed, for a turn that ends without reported usage
         try:
             async for event in events:
+                if isinstance(event, TextDelta | ReasoningDelta):
+                    output_chars += len(event.text)
                 # A later report replaces an earlier one; a final event without usage keeps the last.
-                if isinstance(event, UsageReport) or (isinstance(event, Finish | ErrorEvent) and event.usage):
+                elif isinstance(event, UsageReport) or (isinstance(event, Finish | ErrorEvent) and event.usage):
                     usage = event.usage
                 if isinstance(event, Finish | ErrorEvent):
                     # Settle before the client sees the end: encoders stop pulling after it, so
                     # waiting for this generator to be closed could free the lease only at
                     # garbage collection, after the client may already have sent its next request.
-                    await background.finish(self._settle(known_usage(usage)))
+                    await background.finish(self._settle(self._used(usage, output_chars)))
                 yield event
         finally:
-            await background.finish(self._settle(known_usage(usage)))
+            await background.finish(self._settle(self._used(usage, output_chars)))
+
+    def _used(self, usage: Usage | None, output_chars: int) -> int:
+        """The tokens to charge: the reported usage, else (deadline, truncation, abort) the estimated
+        prompt plus the output streamed so far, never just the reservation."""
+        reported = known_usage(usage)
+        if reported is not None:
+            return reported
+        return self._input_estimate + math.ceil(output_chars / DEFAULT_CHARS_PER_TOKEN)
+
+    async def reserve_more(self, tokens: int) -> None:
+        """Reserve `tokens` more for this request (its stored history turned out longer than the
+        request showed), or raise 429 (or 400 beyond the plan's per-request bound) holding nothing more."""
+        if tokens <= 0 or self._limits is None:
+            return
+        limits = self._limits
+        cap = min(limits.tokens_per_minute, limits.tokens_per_day)
+        if self._reserved + tokens > cap:
+            raise errors.RequestError(
+                f"This conversation may use up to {self._reserved + tokens} tokens, more than your plan allows at "
+                f"once ({cap}). Start a new conversation or lower maxOutputTokens.")
+        rate, now = self._limiter.rate, self._limiter.clock()
+        checks = []
+        for window, limit, key_of in ((self._minute, limits.tokens_per_minute, rate.minute_key),
+                                      (self._day, limits.tokens_per_day, rate.day_key)):
+            if window is not None:
+                _, reset_s, ttl = key_of(self._user_id, now)
+                checks.append(asyncio.to_thread(rate.charge_tokens, window.key, reset_s, ttl, tokens, limit))
+        results = await asyncio.gather(*checks, return_exceptions=True)
+        refused = [r for r in results if not isinstance(r, WindowCheck) or not r.allowed]
+        if refused:
+            granted = [r for r in results if isinstance(r, WindowCheck) and r.allowed]
+            for check in granted:  # undo the windows that did take the tokens
+                background.spawn(asyncio.to_thread(rate.adjust, check.key, tokens=-tokens))
+            retry = max((r.reset_s for r in refused if isinstance(r, WindowCheck)), default=1.0)
+            raise errors.LimitExceededError(
+                "Token budget reached: this conversation's history is longer than what is left of your budget.",
+                retry_after=retry, headers={"retry-after": reset_header(retry)}, limit="tokens_per_minute")
+        self._reserved += tokens
+        self._input_estimate += tokens
+        minute = next((r for r in results if isinstance(r, WindowCheck) and self._minute is not None
+                       and r.key == self._minute.key), None)
+        if minute is not None and "x-ratelimit-remaining-tokens" in self.headers:
+            self.headers["x-ratelimit-remaining-tokens"] = str(max(limits.tokens_per_minute - minute.tokens, 0))
 
     async def release(self) -> None:
         """The request failed before streaming: give back all reserved tokens and the lease."""
@@ -132,20 +183,20 @@ class DynamoDBLimiter:
                    lambda: client_for(settings, critical=True), lease_ttl_s=settings.lease_ttl_s,
                    fail_open=frozenset(settings.limits_fail_open))
 
-    async def admit(self, principal: Principal, estimated_tokens: int) -> LimitAdmission:
+    async def admit(self, principal: Principal, estimated_tokens: int, *, output_cap: int = 0) -> LimitAdmission:
         """Reserve a request, `estimated_tokens` and a stream lease, or raise 429 / 503 / 400.
 
         If the caller is cancelled (client gone) while the checks run, whatever they reserved is
         given back once they finish.
         """
-        task = background.spawn(self._admit(principal, estimated_tokens))
+        task = background.spawn(self._admit(principal, estimated_tokens, output_cap))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
             task.add_done_callback(_release_if_admitted)
             raise
 
-    async def _admit(self, principal: Principal, tokens: int) -> LimitAdmission:
+    async def _admit(self, principal: Principal, tokens: int, output_cap: int = 0) -> LimitAdmission:
         limits = self.policy.for_tier(principal.tier)
         if tokens > min(limits.tokens_per_minute, limits.tokens_per_day):
             raise errors.RequestError(
@@ -164,6 +215,7 @@ class DynamoDBLimiter:
             minute if isinstance(minute, WindowCheck) and minute.allowed else None,
             day if isinstance(day, WindowCheck) and day.allowed else None,
             lease.lease_id if isinstance(lease, LeaseCheck) else None,
+            limits=limits, output_cap=output_cap,
             headers=_headers(limits, minute) if isinstance(minute, WindowCheck) else {},
         )
         refusal = self._refusal(principal, limits, minute, day, lease)

@@ -71,6 +71,10 @@ class RateLimiter:
         key, reset_s, ttl = self.minute_key(user_id, now)
         return self._charge(key, reset_s, ttl, requests=(1, max_requests), tokens=(tokens, max_tokens))
 
+    def charge_tokens(self, key: Key, reset_s: float, ttl: int, tokens: int, max_tokens: int) -> WindowCheck:
+        """Reserve `tokens` more in an already charged window (`key`), if they stay within `max_tokens`."""
+        return self._charge(key, reset_s, ttl, requests=None, tokens=(tokens, max_tokens))
+
     def charge_day(self, user_id: str, now: float, *, max_tokens: int, tokens: int) -> WindowCheck:
         """Reserve `tokens` in the current UTC day, if it stays within the limit."""
         key, reset_s, ttl = self.day_key(user_id, now)

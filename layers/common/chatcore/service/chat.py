@@ -27,10 +27,10 @@ from chatcore.conversations.store import message_bytes
 from chatcore.events import Event, Start
 from chatcore.limits import Limiter, NoLimits
 from chatcore.memories.recall import Recall
-from chatcore.messages import ChatRequest
+from chatcore.messages import ChatRequest, Message
 from chatcore.principal import Principal
 from chatcore.routing.access import ModelAccess
-from chatcore.routing.router import Router
+from chatcore.routing.router import Route, Router
 from chatcore.routing.turn import ChatTurn
 from chatcore.service.cache import Cache, NoCache
 from chatcore.service.steps import StepLoop
@@ -95,6 +95,15 @@ def system_prompt(request: ChatRequest, settings: Settings) -> str | None:
     return "\n\n".join(parts) or None
 
 
+def sent_tokens(messages: tuple[Message, ...], system: str | None, summary: str | None, memories: str | None,
+                route: Route, chars_per_token: float) -> int:
+    """The estimated input tokens of the prompt a turn sends: everything, bounded by the largest
+    context window of the route (prompt fitting drops what does not fit)."""
+    preamble = "\n\n".join(p for p in (system, summary, memories) if p) or None
+    total = estimate_messages_tokens(messages, preamble, chars_per_token)
+    return min(total, max((d.context_window for d in route.chain), default=total))
+
+
 def routing_headers(first: Event) -> dict[str, str]:
     """Response headers known when the stream starts: who answers, and who failed before."""
     if not isinstance(first, Start):
@@ -144,7 +153,7 @@ class ChatService:
         estimate = estimate_messages_tokens(request.conversation(), system) + max_output
         # The limit check, the history read and the long-term memory digest are independent: overlap them.
         admitted, loaded, recalled = await asyncio.gather(
-            self.limiter.admit(principal, estimate),
+            self.limiter.admit(principal, estimate, output_cap=max_output),
             self.memory.begin(principal.user_id, request, system),
             self.recall.recall(principal, request) if self.recall else asyncio.sleep(0),
             return_exceptions=True,
@@ -153,6 +162,15 @@ class ChatService:
             if not isinstance(admitted, BaseException):
                 await admitted.release()
             raise admitted if isinstance(admitted, BaseException) else loaded  # type: ignore[misc]
+        memories = recalled if isinstance(recalled, str) else None
+        try:
+            # The budget counts what is sent: the stored history (after fitting), summary, memories and
+            # system prompt, not only the request (a 2-character message can carry a long conversation).
+            await admitted.reserve_more(sent_tokens(loaded.messages, system, loaded.summary, memories, route,
+                                                    loaded.chars_per_token) + max_output - estimate)
+        except BaseException:
+            await admitted.release()
+            raise
         turn = ChatTurn(
             model=request.model, complexity=request.complexity, provider=request.provider,
             messages=loaded.messages, system=system, summary=loaded.summary,
@@ -160,7 +178,7 @@ class ChatService:
             message_id=loaded.message_id, conversation_id=loaded.conversation_id, user_id=principal.user_id,
             request_id=request_id, deadline_s=deadline_s, provider_options=request.provider_options,
             top_p=request.top_p, seed=request.seed, stop=request.stop, response_format=request.response_format,
-            memories=recalled if isinstance(recalled, str) else None,
+            memories=memories,
             tools=tool_specs, tool_choice=tool_choice,
         )
         continued = continued_message(request)

@@ -1,0 +1,47 @@
+"""Token budgets count what is sent (the stored history, not just the request), and a refused
+request stores nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from chatcore.conversations.store import StoredMessage
+from chatcore.limits.limiter import DynamoDBLimiter
+from chatcore.limits.policy import LimitPolicy, TierLimits
+
+
+def limiter(table: Any, tokens_per_minute: int) -> DynamoDBLimiter:
+    limits = TierLimits(requests_per_minute=100, tokens_per_minute=tokens_per_minute, tokens_per_day=10**7,
+                        concurrent_streams=5)
+    return DynamoDBLimiter(table.name, LimitPolicy({"free": limits}), lambda: table.client, lease_ttl_s=60)
+
+
+def test_a_short_message_on_a_long_conversation_is_charged_its_history(stored_app_server: Any, user: str,
+                                                                        table: Any) -> None:
+    base, store = stored_app_server(limiter=limiter(table, 20_000), max_output_tokens=100)
+    # 480k characters of stored history: the model's 32k-token window is sent in full, more than the
+    # minute's 20k budget (the 2-character request alone would be about 100 tokens).
+    store.import_messages(user, "long", [
+        StoredMessage(id=f"m{n}", role="user" if n % 2 == 0 else "assistant", text="lorem ipsum " * 2_000)
+        for n in range(20)])
+    before = [m.id for m in store.iter_messages(user, "long")]
+    response = httpx.post(f"{base}/api/chat", headers={"x-test-user": user}, timeout=60, json={
+        "id": "long", "messages": [{"id": "short", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]})
+    assert response.status_code in (400, 429), response.text  # more than one request may use, or the budget
+    assert [m.id for m in store.iter_messages(user, "long")] == before  # the refused turn stored nothing
+    # A short conversation still goes through: the budget was given back.
+    ok = httpx.post(f"{base}/api/chat", headers={"x-test-user": user}, timeout=60, json={
+        "id": "short-one", "messages": [{"id": "s1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]})
+    assert ok.status_code == 200
+
+
+def test_the_charge_is_the_prompt_actually_sent(stored_app_server: Any, user: str, table: Any) -> None:
+    base, store = stored_app_server(limiter=limiter(table, 100_000), max_output_tokens=100)
+    store.import_messages(user, "long", [
+        StoredMessage(id=f"m{n}", role="user" if n % 2 == 0 else "assistant", text="lorem ipsum " * 2_000)
+        for n in range(20)])
+    response = httpx.post(f"{base}/api/chat", headers={"x-test-user": user}, timeout=60, json={
+        "id": "long", "messages": [{"id": "short", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]})
+    assert response.status_code == 200
+    assert int(response.headers["x-ratelimit-remaining-tokens"]) < 100_000 - 30_000  # the fitted window, not 105
