@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from chatcore.api.encoders.wire_json import json_bytes
+from chatcore.api.encoders.wire_json import DONE, SSE_HEADERS, json_bytes
 from chatcore.api.errors import openai_error_body
 from chatcore.events import (
     ErrorEvent,
@@ -47,14 +47,8 @@ from chatcore.events import (
 from chatcore.streams import closing
 from chatcore.tokens import DEFAULT_CHARS_PER_TOKEN
 
-HEADERS = {
-    "content-type": "text/event-stream",
-    "cache-control": "no-cache, no-transform",
-    "connection": "keep-alive",
-    "x-accel-buffering": "no",
-}
+HEADERS = SSE_HEADERS
 
-DONE = b"data: [DONE]\n\n"
 # Encoding itself failed mid-stream: OpenAI's in-stream error shape (the stream ends there, as the
 # other errors here do), never a clean finish.
 FAILURE = (b'data: {"error": {"message": "The response failed unexpectedly.", "type": "server_error", '

@@ -12,18 +12,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from chatcore.api.encoders.ui_message_stream import tool_chunk
-from chatcore.api.encoders.wire_json import json_bytes
+from chatcore.api.encoders.wire_json import DONE, SSE_HEADERS, json_bytes
 from chatcore.events import ErrorEvent, Event, Finish, TextDelta, ToolInputDelta, ToolInputStart
 from chatcore.streams import closing
 
-HEADERS = {
-    "content-type": "text/event-stream",
-    "cache-control": "no-cache, no-transform",
-    "connection": "keep-alive",
-    "x-accel-buffering": "no",
-}
+HEADERS = SSE_HEADERS
 
-DONE = b"data: [DONE]\n\n"
 FAILURE = b'data: {"error": "The response failed unexpectedly."}\n\n' + DONE  # encoding itself failed
 
 

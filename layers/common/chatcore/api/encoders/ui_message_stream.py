@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from chatcore.api.encoders.wire_json import json_bytes
+from chatcore.api.encoders.wire_json import DONE, SSE_HEADERS, json_bytes
 from chatcore.events import (
     ErrorEvent,
     Event,
@@ -32,13 +32,7 @@ from chatcore.events import (
 )
 from chatcore.streams import closing
 
-HEADERS = {
-    "content-type": "text/event-stream",
-    "cache-control": "no-cache, no-transform",
-    "connection": "keep-alive",
-    "x-vercel-ai-ui-message-stream": "v1",
-    "x-accel-buffering": "no",
-}
+HEADERS = {**SSE_HEADERS, "x-vercel-ai-ui-message-stream": "v1"}
 
 _FINISH_REASONS = {
     "stop": "stop",
@@ -54,7 +48,6 @@ def _chunk(payload: dict[str, Any]) -> bytes:
     return b"data: " + json_bytes(payload) + b"\n\n"
 
 
-DONE = b"data: [DONE]\n\n"
 # The ending when encoding itself fails mid-stream (the client stops at `error`; the rest is protocol).
 FAILURE = (b'data: {"type":"error","errorText":"The response failed unexpectedly."}\n\n'
            b'data: {"type":"finish","finishReason":"error"}\n\n' + DONE)

@@ -1,9 +1,18 @@
-"""Compact JSON as UTF-8 bytes, the payload of every wire chunk."""
+"""What every SSE wire encoder shares: the response headers, the end marker, and compact JSON as
+UTF-8 bytes (the payload of every chunk)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+SSE_HEADERS = {
+    "content-type": "text/event-stream",
+    "cache-control": "no-cache, no-transform",
+    "connection": "keep-alive",
+    "x-accel-buffering": "no",  # proxies (nginx and others) must not buffer the stream
+}
+DONE = b"data: [DONE]\n\n"
 
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _compact_ascii = json.JSONEncoder(separators=(",", ":")).encode
