@@ -154,7 +154,7 @@ def test_quota_is_decided_by_code_not_message() -> None:
 
 
 def test_errors_never_leak_keys_through_repr_or_str() -> None:
-    err = errors.AuthenticationError(http.safe_message("bad key=AIzaSyABCDEFGHIJKLMNOP and Bearer sk-abcdefgh123"),
+    err = errors.AuthenticationError(errors.safe_message("bad key=AIzaSyABCDEFGHIJKLMNOP and Bearer sk-abcdefgh123"),
                                      provider="gemini")
     assert "AIza" not in str(err) and "sk-abcdefgh123" not in repr(err)
 

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from chatcore.api.app import Components, default_components
 from chatcore.auth.api_keys import ApiKeyAuthenticator, ApiKeyStore
+from chatcore.errors import safe_message
 from chatcore.limits.limiter import DynamoDBLimiter
 from chatcore.limits.policy import LimitPolicy, TierLimits
 from chatcore.providers import ProviderRegistry
-from chatcore.providers.http import safe_message
 from chatcore.settings import Settings
 
 from tests.moto_dynamodb import Table

@@ -6,6 +6,7 @@ HTTP responses and to in-stream error events happens in exactly one place (`api.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -221,3 +222,23 @@ class TruncatedStreamError(ProviderError):
 
     code = "provider_stream_truncated"
     retryable = True
+
+
+# --- Text safe to show a client ---------------------------------------------------------
+
+_SECRETISH = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{6,}"  # OpenAI / Anthropic style keys
+    r"|AIza[0-9A-Za-z_\-]{10,}"  # Google API keys
+    r"|(?:AKIA|ASIA)[0-9A-Z]{16}"  # AWS access key ids
+    r"|cbk_[A-Za-z0-9_\-]{8,}"  # this backend's own API keys
+    r"|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"  # JWTs
+    r"|key=[^&\s\"']+"
+    r"|Bearer\s+\S+"
+    r"|(?i:x-api-key|x-goog-api-key|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?[^\s\"',}]+)"
+)
+
+
+def safe_message(text: str, limit: int = 300) -> str:
+    """Text from a provider or a tool made fit for a client: secrets masked, length bounded."""
+    cleaned = _SECRETISH.sub("[redacted]", text or "").strip()
+    return cleaned[:limit] or "The provider returned an error."

@@ -15,12 +15,13 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatcore import errors
 from chatcore.settings import Settings
+
+if TYPE_CHECKING:  # httpx is imported on first use: the cold start does not pay for it
+    import httpx
 
 EMBED_TIMEOUT_S = 10.0
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -78,6 +79,8 @@ class _HttpEmbedder:
         self._transport = transport
 
     async def _post(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        import httpx
+
         async with httpx.AsyncClient(transport=self._transport, timeout=EMBED_TIMEOUT_S) as client:
             try:
                 response = await client.post(url, json=body, headers=headers)

@@ -87,7 +87,7 @@ def error_from_response(status: int, headers: Mapping[str, str], text: str, *, p
     override = http.should_retry_override(headers)
     if override is not None and cls is not errors.QuotaExhaustedError:
         retryable = override
-    return cls(http.safe_message(message), provider=provider, model=model, http_status=status,
+    return cls(errors.safe_message(message), provider=provider, model=model, http_status=status,
                retry_after=http.parse_retry_after(headers), retryable=retryable, provider_code=etype)
 
 
@@ -164,7 +164,7 @@ class AnthropicStreamParser(SSEStreamParser):
             etype = str(err.get("type") or "")
             message = str(err.get("message") or "The provider reported an error.")
             cls = _error_class(200, etype, message, err.get("details"))
-            self.error = errors.InStreamError(http.safe_message(message), provider=self.provider,
+            self.error = errors.InStreamError(errors.safe_message(message), provider=self.provider,
                                               model=self.model, http_status=200, retryable=cls.retryable,
                                               provider_code=etype)
 

@@ -87,7 +87,7 @@ _STREAM_EXCEPTIONS_RETRYABLE: dict[str, bool] = {
 def stream_exception(name: str, message: str, *, provider: str, model: str) -> errors.ProviderError:
     """An exception Bedrock sent inside a 200 stream, classified."""
     retryable = _STREAM_EXCEPTIONS_RETRYABLE.get(name, True)
-    return errors.InStreamError(http.safe_message(message or name), provider=provider, model=model,
+    return errors.InStreamError(errors.safe_message(message or name), provider=provider, model=model,
                                 http_status=200, retryable=retryable, provider_code=name)
 
 
@@ -107,7 +107,7 @@ def error_from_client_error(exc: Exception, *, provider: str, model: str) -> err
         cls = _ERROR_CODES.get(code) or http.classify_status(int(status or 500), code=code, message=message)
         if cls is errors.BadRequestError and http.classify_status(400, message=message) is errors.ContextTooLongError:
             cls = errors.ContextTooLongError
-        return cls(http.safe_message(message), provider=provider, model=model, http_status=status,
+        return cls(errors.safe_message(message), provider=provider, model=model, http_status=status,
                    provider_code=code)
     if isinstance(exc, bx.ReadTimeoutError | bx.ConnectTimeoutError):
         return errors.ProviderTimeoutError("The provider timed out.", provider=provider, model=model)

@@ -105,7 +105,7 @@ def error_from_response(status: int, headers: Mapping[str, str], text: str, *, p
     err = _error_object(http.json_or_none(text)) or {"message": f"HTTP {status} from the provider."}
     cls, delay = classify_error(err, status)
     retry_after = delay if delay is not None else http.parse_retry_after(headers)
-    return cls(http.safe_message(str(err.get("message") or "")), provider=provider, model=model,
+    return cls(errors.safe_message(str(err.get("message") or "")), provider=provider, model=model,
                http_status=status, retry_after=retry_after, provider_code=str(err.get("status") or ""))
 
 
@@ -168,7 +168,7 @@ class GeminiStreamParser:
         if err is not None:
             cls, delay = classify_error(err, 200)
             self.error = errors.InStreamError(
-                http.safe_message(str(err.get("message") or "")), provider=self.provider, model=self.model,
+                errors.safe_message(str(err.get("message") or "")), provider=self.provider, model=self.model,
                 http_status=200, retryable=cls.retryable, retry_after=delay,
                 provider_code=str(err.get("status") or ""))
             return

@@ -133,24 +133,6 @@ def should_retry_override(headers: Mapping[str, str]) -> bool | None:
     return None
 
 
-_SECRETISH = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{6,}"  # OpenAI / Anthropic style keys
-    r"|AIza[0-9A-Za-z_\-]{10,}"  # Google API keys
-    r"|(?:AKIA|ASIA)[0-9A-Z]{16}"  # AWS access key ids
-    r"|cbk_[A-Za-z0-9_\-]{8,}"  # this backend's own API keys
-    r"|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"  # JWTs
-    r"|key=[^&\s\"']+"
-    r"|Bearer\s+\S+"
-    r"|(?i:x-api-key|x-goog-api-key|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?[^\s\"',}]+)"
-)
-
-
-def safe_message(text: str, limit: int = 300) -> str:
-    """Provider text made fit for a client: secrets masked, length bounded."""
-    cleaned = _SECRETISH.sub("[redacted]", text or "").strip()
-    return cleaned[:limit] or "The provider returned an error."
-
-
 async def read_error_body(response: httpx.Response, limit: int = 65536) -> str:
     """Read at most `limit` bytes of an error response body."""
     chunks: list[bytes] = []

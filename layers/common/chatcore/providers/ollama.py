@@ -46,7 +46,7 @@ def error_from_response(status: int, headers: Mapping[str, str], text: str, *, p
     message = str(payload.get("error")) if isinstance(payload, dict) and payload.get("error") else (
         f"HTTP {status} from the provider.")
     cls = http.classify_status(status, message=message)
-    return cls(http.safe_message(message), provider=provider, model=model, http_status=status,
+    return cls(errors.safe_message(message), provider=provider, model=model, http_status=status,
                retry_after=http.parse_retry_after(headers))
 
 
@@ -95,7 +95,7 @@ class OllamaStreamParser:
             if line.get("error"):
                 # Ollama can only report a failure after output started this way; it is a runner crash.
                 self.error = errors.InStreamError(
-                    http.safe_message(str(line["error"])), provider=self.provider, model=self.model,
+                    errors.safe_message(str(line["error"])), provider=self.provider, model=self.model,
                     http_status=200, retryable=True, provider_code="ollama_error")
                 break
             if not self._info_sent and line.get("model"):

@@ -87,11 +87,11 @@ def error_from_payload(payload: Mapping[str, Any], *, provider: str, model: str,
             lowered = code_text.lower()
             retryable = not any(h in lowered for h in ("badrequest", "invalid_request", "context_length"))
         return errors.InStreamError(
-            http.safe_message(message), provider=provider, model=model, http_status=200,
+            errors.safe_message(message), provider=provider, model=model, http_status=200,
             retryable=retryable, retry_after=retry_after, provider_code=code_text.replace(" ", ":"),
         )
     cls = http.classify_status(http_status, code=code_text, message=message)
-    return cls(http.safe_message(message), provider=provider, model=model, http_status=http_status,
+    return cls(errors.safe_message(message), provider=provider, model=model, http_status=http_status,
                retry_after=retry_after, retryable=_retryable(cls, headers),
                provider_code=code_text.replace(" ", ":"))
 

@@ -27,16 +27,18 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chatcore import errors
+from chatcore.errors import safe_message
 from chatcore.messages import ToolCall, ToolSpec
 from chatcore.observability import get_logger
-from chatcore.providers.http import safe_message
 from chatcore.settings import Settings
+
+if TYPE_CHECKING:  # httpx is imported when a tool first runs: the cold start does not pay for it
+    import httpx
 
 MAX_OUTPUT_BYTES = 200_000  # a larger tool output is an error the model sees, not a huge prompt
 TOOL_NAME = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"  # what every provider accepts
@@ -210,6 +212,8 @@ class HttpExecutor:
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(follow_redirects=False)
         return self._client
 
@@ -219,6 +223,8 @@ class HttpExecutor:
         headers = {"content-type": "application/json", **await _headers(execute.headers)}
         body = {"toolName": tool.name, "toolCallId": call.id, "input": call.input}
         timeout = min(execute.timeoutS, timeout_s)
+        import httpx
+
         try:
             response = await self.client().post(execute.url, json=body, headers=headers, timeout=timeout)
         except httpx.TimeoutException:
@@ -248,6 +254,7 @@ class McpExecutor:
         self._lock = asyncio.Lock()
 
     async def _session_call(self, execute: _McpExecute, timeout_s: float, work: Any) -> Any:
+        import httpx
         from mcp import ClientSession  # imported on first use: the cold start does not pay for it
         from mcp.client.streamable_http import streamable_http_client
 
