@@ -194,3 +194,29 @@ def test_an_mcp_tool_is_listed_on_first_use_and_called(chat_server: Callable[...
     assert text(chunks) == 'Tool forecast returned: {"city":"Oslo","sky":"clear"}'
     bad = ui_chunks(post(url, tool_model("forecast", {"town": "Oslo"})).text)  # the listed schema applies
     assert "'city' is a required property" in next(c for c in bad if c["type"] == "tool-input-error")["errorText"]
+
+
+def test_each_later_step_is_reserved_against_the_token_budget(chat_server: Callable[..., str], table: Any,
+                                                              tool_endpoint: tuple[str, ToolEndpoint]) -> None:
+    """The first step fits the budget; the step after the tool does not: an in-stream error, no model call."""
+    import dataclasses
+
+    from chatcore.api.app import default_components
+    from chatcore.limits.limiter import DynamoDBLimiter
+    from chatcore.limits.policy import LimitPolicy, TierLimits
+    from chatcore.providers import ProviderRegistry
+
+    from tests.conftest import settings_for_tests
+
+    base, endpoint = tool_endpoint
+    settings = settings_for_tests(tools_json=json.dumps({"lookup": http_tool(f"{base}/ok")}), max_output_tokens=1000)
+    limits = TierLimits(requests_per_minute=100, tokens_per_minute=1_500, tokens_per_day=10**6, concurrent_streams=5)
+    limiter = DynamoDBLimiter(table.name, LimitPolicy({"free": limits}), lambda: table.client, lease_ttl_s=60)
+    components = dataclasses.replace(default_components(settings, ProviderRegistry(settings)), limiter=limiter)
+    url = chat_server(components=components)
+    chunks = ui_chunks(post(url, tool_model("lookup", {"city": "Paris"})).text)
+    assert [c["type"] for c in chunks].count("tool-output-available") == 1 and len(endpoint.calls) == 1
+    error = next(c for c in chunks if c["type"] == "error")
+    assert "plan allows" in error["errorText"] or "budget" in error["errorText"]
+    assert chunks[-1]["type"] == "finish" and chunks[-1]["finishReason"] == "error"
+    assert text(chunks) == ""  # the second model step never ran

@@ -190,7 +190,8 @@ class ChatService:
                 turn = replace(turn, messages=messages)
             # The turn's steps: model calls, and the server tools run between them (service/steps.py).
             steps = StepLoop(self.router, route, turn, toolset, settings,
-                             approvals(continued.parts) if continued is not None else None)
+                             approvals(continued.parts) if continued is not None else None,
+                             reserve=admitted.reserve_more)
             # A cache hit replays a stored answer instead of routing; limits and memory treat it as any answer.
             cached = await self.cache.lookup(principal, request, route, turn)
             source = self.cache.serve(cached, turn, steps.events)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -46,6 +46,7 @@ from chatcore.routing.turn import ChatTurn
 from chatcore.service.tools import ToolFailure, Toolset
 from chatcore.settings import Settings
 from chatcore.streams import closing
+from chatcore.tokens import estimate_messages_tokens
 from chatcore.tool_parts import DENIED_TEXT, Approval
 
 MAX_PARALLEL_TOOLS = 4  # server tool calls of one step that run at once
@@ -93,7 +94,9 @@ class StepLoop:
     """One turn's model calls and tool runs (see the module docstring)."""
 
     def __init__(self, router: Router, route: Route, turn: ChatTurn, toolset: Toolset, settings: Settings,
-                 approvals: dict[str, Approval] | None = None) -> None:
+                 approvals: dict[str, Approval] | None = None,
+                 reserve: Callable[[int], Awaitable[None]] | None = None) -> None:
+        self.reserve = reserve  # limits: reserve each later step's tokens before calling the model
         self.router = router
         self.route = route
         self.turn = turn
@@ -121,6 +124,16 @@ class StepLoop:
                 yield ErrorEvent(message="The answer took too long and was stopped.", code="deadline_exceeded",
                                  usage=totals.usage, metadata=totals.metadata({}))
                 return
+            if totals.steps and self.reserve is not None:
+                # Each later step is reserved like a turn: its prompt (now with the tool results) and
+                # its output cap. A refusal ends the turn with an in-stream error, never a silent stop.
+                try:
+                    await self.reserve(estimate_messages_tokens(messages, self.turn.system)
+                                       + (self.turn.max_output_tokens or self.settings.max_output_tokens))
+                except errors.ChatError as exc:
+                    yield ErrorEvent(message=exc.message, code=exc.code, retryable=exc.retryable,
+                                     usage=totals.usage, metadata=totals.metadata({}))
+                    return
             totals.steps += 1
             step = _Step()
             step_turn = replace(self.turn, messages=tuple(messages),
