@@ -6,7 +6,10 @@ Keys (docs/data-model.md), all in the user's own partition `pk = USER#<user>#MEM
   `created_at`, `updated_at`) plus `mem_user = <user>`, the partition attribute of the vector index:
   only memory items carry it, so nothing else is ever indexed or searched;
 - `sk = SETTINGS`: the user's choice (`enabled`);
-- `sk = TURN#<conversation>#<turn>`: a turn whose facts were extracted (a retried run skips it).
+
+A turn whose facts were extracted is marked in its conversation's partition instead
+(`pk = USER#<user>#CONV#<conversation>`, `sk = I#MEMTURN#<turn>`, a TTL): one marker per turn would
+otherwise grow the user's memory partition without bound, and the conversation's delete removes it.
 
 Ids are time-ordered (`MEM#` + 16 hex digits of microseconds + 6 random), so one descending Query on
 `sk <= "SETTINGS"` returns the setting first and then the newest memories: the chat turn's digest is
@@ -37,7 +40,7 @@ MemoryKind = Literal["fact", "preference"]
 KINDS: tuple[str, ...] = ("fact", "preference")
 MEMORY_PREFIX = "MEM#"
 SETTINGS_SK = "SETTINGS"
-TURN_PREFIX = "TURN#"
+TURN_PREFIX = "I#MEMTURN#"
 USER_ATTRIBUTE = "mem_user"  # the vector index's partition attribute
 VECTOR_ATTRIBUTE = "embedding"
 MODEL_ATTRIBUTE = "embedding_model"
@@ -317,17 +320,25 @@ class MemoryStore:
 
     # --- extraction markers --------------------------------------------------------------------
 
+    @staticmethod
+    def _turn_key(user_id: str, conversation_id: str, turn_id: str) -> dict[str, Any]:
+        # The conversation's partition (its key format is `conversations.store.conversation_pk`'s);
+        # `I#` items sort before the messages, so no history read ever sees the marker.
+        return {"pk": _s(f"USER#{user_id}#CONV#{conversation_id}"), "sk": _s(f"{TURN_PREFIX}{turn_id}")}
+
     def turn_done(self, user_id: str, conversation_id: str, turn_id: str) -> bool:
         response = self.client.get_item(TableName=self.table, ConsistentRead=True,
-                                        Key={"pk": _s(memory_pk(user_id)),
-                                             "sk": _s(f"{TURN_PREFIX}{conversation_id}#{turn_id}")})
+                                        Key=self._turn_key(user_id, conversation_id, turn_id))
         return "Item" in response
 
     def mark_turn(self, user_id: str, conversation_id: str, turn_id: str, actions: int) -> None:
-        self.client.put_item(TableName=self.table, Item={
-            "pk": _s(memory_pk(user_id)), "sk": _s(f"{TURN_PREFIX}{conversation_id}#{turn_id}"),
-            "type": _s("memory_turn"), "actions": {"N": str(actions)}, "created_at": _s(now_iso()),
-            "expires_at": {"N": str(int(time.time()) + TURN_MARKER_TTL_S)}})
+        self.client.update_item(
+            TableName=self.table, Key=self._turn_key(user_id, conversation_id, turn_id),
+            UpdateExpression="SET #type = :type, actions = :actions, created_at = :now, expires_at = :exp",
+            ExpressionAttributeNames={"#type": "type"},
+            ExpressionAttributeValues={":type": _s("memory_turn"), ":actions": {"N": str(actions)},
+                                       ":now": _s(now_iso()),
+                                       ":exp": {"N": str(int(time.time()) + TURN_MARKER_TTL_S)}})
 
     def _check_vector(self, vector: Sequence[float]) -> None:
         if len(vector) != self.settings.embedding_dimensions:
