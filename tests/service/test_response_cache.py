@@ -296,3 +296,11 @@ def test_openai_requests_with_tools_or_tool_history_bypass_the_cache(cached_app:
             raw = client.chat.completions.with_raw_response.create(model="counted/echo", temperature=0, **kwargs)
             assert raw.headers["x-chat-cache"] == "bypass"
     assert counted.calls == 4
+
+
+def test_an_answer_with_a_generated_file_is_not_cached(cached_app: Callable[..., str], counted: CountingProvider) -> None:
+    url = cached_app()
+    for _ in range(2):
+        _, chunks = ui_chat(url, "Draw a dot", headers=CACHE_ON, model="counted/image")
+        assert [c["mediaType"] for c in chunks if c["type"] == "file"] == ["image/png"]  # no bucket: a data URL
+    assert counted.calls == 2, "a replay would lack the image: such answers are not cached"

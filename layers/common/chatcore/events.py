@@ -174,7 +174,34 @@ class ToolDenied:
     call_id: str
 
 
+# --- Generated files (images a model returns) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileOutput:
+    """A file the model generated (an image), as the provider returned it: raw bytes.
+
+    The chat service never lets these reach a client or the history: it stores the bytes
+    (`chatcore.attachments`) and passes a `FilePart` on instead.
+    """
+
+    media_type: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FilePart:
+    """A generated file as the client sees it: `url` is a presigned GET (or, with no bucket, a small
+    data URL). `reference` is the part the history keeps (`{type: "file", mediaType, filename,
+    fileId, size, sha256}`), None when the file is not stored."""
+
+    media_type: str
+    url: str = field(repr=False)
+    reference: dict[str, Any] | None = None
+
+
 ToolInputEvent = ToolInputStart | ToolInputDelta | ToolInputReady
-ProviderEvent = TextDelta | ReasoningDelta | UsageReport | ResponseInfo | Finish | ToolInputEvent
+ProviderEvent = TextDelta | ReasoningDelta | UsageReport | ResponseInfo | Finish | ToolInputEvent | FileOutput
 Event = (Start | TextDelta | ReasoningDelta | UsageReport | ResponseInfo | Finish | ErrorEvent | ToolInputEvent
-         | StepStart | StepFinish | ToolOutput | ToolOutputError | ToolApprovalRequest | ToolDenied)
+         | StepStart | StepFinish | ToolOutput | ToolOutputError | ToolApprovalRequest | ToolDenied
+         | FileOutput | FilePart)

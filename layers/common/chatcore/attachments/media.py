@@ -65,6 +65,11 @@ def check_size(media_type: str, size: int) -> None:
         raise errors.PayloadTooLargeError(f"The file is {size} bytes; a {media_type} file may have at most {cap}.")
 
 
+def extension(media_type: str) -> str:
+    """The usual file extension of an allowed type (with its dot), '' for others."""
+    return _EXTENSIONS.get(media_type, "")
+
+
 def clean_filename(filename: str | None, media_type: str) -> str:
     """A display name: no path, no control characters, at most 200 characters; a default when absent."""
     name = _FILENAME_FORBIDDEN.sub("_", (filename or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1]).strip()

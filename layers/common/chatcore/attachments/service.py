@@ -11,24 +11,36 @@ stored in S3, the history keeps references, and each turn loads the bytes its mo
   message's files always; older ones while `ATTACHMENTS_REPLAY_BYTES` lasts, newest first, then a
   text stub (`[image name.png omitted]`). Text files travel as text in the message.
 - `present` (the history API): each stored file part gets a fresh presigned GET `url`.
+- `outputs` (the answer): a file the model generates (`FileOutput`, e.g. an image) is checked like an
+  upload (allow-list, magic bytes) and stored under the caller's prefix; the client gets a `FilePart`
+  with a presigned GET and the assistant message keeps only the reference. Generated files are not
+  charged to the daily upload quota and are not replayed to the model (later turns see a text stub).
+  With no bucket, nothing is stored: a file up to `GENERATED_INLINE_MAX_BYTES` streams as a data URL
+  (not kept in the history), a larger one as an in-stream note.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from chatcore import errors
 from chatcore.attachments import media
 from chatcore.attachments.store import FileRecord, FileStore, new_file_id
+from chatcore.events import Event, FileOutput, FilePart, TextDelta
 from chatcore.messages import Attachment, ChatMessage, ChatRequest, Message
+from chatcore.observability import get_logger
 from chatcore.settings import Settings
+from chatcore.streams import closing
 
 INLINE_PREFIX = "inline_"
+GENERATED_INLINE_MAX_BYTES = 256 * 1024  # no bucket: a generated file up to this streams as a data URL
+GENERATED_MAX_BYTES = 20_000_000  # a generated file larger than this is not kept (an in-stream note)
 
 
 @dataclass
@@ -120,8 +132,8 @@ class Attachments:
             # A stored conversation takes only the newest user message from the request: older parts are
             # checked for their form (no foreign URL passes) but not decoded.
             active = message.role == "user" and (index == last_user or not stored)
-            if message.role != "user" and any(_is_foreign(p) for p in files):
-                raise errors.RequestError("A file part's url must be a data URL or one of your files.")
+            # An assistant message's files (generated ones, sent back by the client with their presigned
+            # URL) pass the same check as older user files: a data URL or one of the caller's own files.
             if not active:
                 for part in files:
                     self._check_form(user_id, part)
@@ -255,6 +267,59 @@ class Attachments:
         """The media types a model must read in these (hydrated) messages."""
         return {a.media_type for m in messages for a in m.attachments}
 
+    # --- files the model generates ---------------------------------------------------------
+
+    async def outputs(self, user_id: str, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        """The events with each `FileOutput` stored and replaced by a `FilePart` (or an in-stream note)."""
+        count = 0
+        async with closing(events) as stream:
+            async for event in stream:
+                if isinstance(event, FileOutput):
+                    count += 1
+                    yield await self.generated(user_id, event, count)
+                else:
+                    yield event
+
+    async def generated(self, user_id: str, output: FileOutput, number: int = 1) -> FilePart | TextDelta:
+        """One generated file: stored in S3 (a presigned GET for the client, a reference for the history);
+        with no bucket a small data URL; anything that cannot be kept is a note in the answer's text."""
+        media_type = media.normalize_media_type(output.media_type)
+        size = len(output.data)
+        kind = "image" if media_type.startswith("image/") else "file"
+
+        def note(reason: str) -> TextDelta:
+            return TextDelta(f"\n\n[generated {kind} ({media_type}, {size} bytes) {reason}]\n\n")
+
+        if size > GENERATED_MAX_BYTES:
+            return note("not shown: too large")
+        try:
+            media.check_media_type(media_type)
+            if media_type in media.IMAGE_TYPES:  # magic bytes and header only; no upload size cap here
+                width, height = media.image_size(output.data, media_type)
+                inspected = media.Inspected(media_type, width, height)
+            else:
+                inspected = media.inspect(output.data, media_type)
+        except errors.ChatError as exc:
+            get_logger().warning("generated file refused", extra={"media_type": media_type, "error": exc.code})
+            return note("not shown: not an accepted file")
+        if self.store is None:
+            if size > GENERATED_INLINE_MAX_BYTES:
+                return note("not shown: file storage is not enabled on this server")
+            return FilePart(media_type, f"data:{media_type};base64,{base64.b64encode(output.data).decode()}")
+        record = FileRecord(file_id=new_file_id(), status="ready", media_type=media_type,
+                            filename=f"generated-{number}{media.extension(media_type)}", size=size,
+                            sha256=hashlib.sha256(output.data).hexdigest(), pages=inspected.pages,
+                            width=inspected.width, height=inspected.height)
+        store = self.store
+        try:
+            await asyncio.to_thread(store.put_object, user_id, record.file_id, media_type, output.data)
+            await asyncio.to_thread(store.put_ready, user_id, record)
+            url = await asyncio.to_thread(store.download_url, user_id, record.part())
+        except Exception as exc:  # storage trouble must not break the answer being streamed
+            get_logger().error("generated file not stored", extra={"error": type(exc).__name__})
+            return note("could not be stored")
+        return FilePart(media_type, url, record.part())
+
     # --- the history API -------------------------------------------------------------------
 
     def present(self, user_id: str, ui_messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -282,7 +347,3 @@ def file_ids(parts: Sequence[dict[str, Any]] | None) -> list[str]:
     """The file ids referenced by a message's parts."""
     return [p["fileId"] for p in parts or () if p.get("type") == "file" and isinstance(p.get("fileId"), str)]
 
-
-def _is_foreign(part: dict[str, Any]) -> bool:
-    url = part.get("url")
-    return isinstance(url, str) and not url.startswith("data:") and not isinstance(part.get("fileId"), str)

@@ -238,7 +238,7 @@ class _AnswerRecorder:
 
     def message(self, message_id: str, status: MessageStatus, max_bytes: int) -> StoredMessage:
         text, reasoning = "".join(self.text), "".join(self.reasoning)
-        parts = self.parts.parts if self.parts.has_tools else None
+        parts = self.parts.parts if self.parts.has_tools or self.parts.has_files else None
         if parts is not None:
             text = self.parts.text()
             if message_bytes(text, parts, reasoning) > max_bytes:  # tool outputs do not fit: drop the outputs

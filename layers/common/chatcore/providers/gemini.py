@@ -8,17 +8,22 @@ Gemini appends without a `data:` prefix, safety stops and blocked prompts as
 whole tool calls (Gemini sends no call id unless it has one: an id is made up; a `STOP` after
 function calls is a `tool_calls` finish). Requests: `functionDeclarations` with the JSON Schema
 as `parametersJsonSchema`, the model's `functionCall` parts (with their `thoughtSignature`) and
-`functionResponse` parts in a user turn, consecutive same-role turns merged.
+`functionResponse` parts in a user turn, consecutive same-role turns merged. Image-generating models
+answer with `inlineData {mimeType, data (base64)}` parts: each is one `FileOutput` (invalid base64 is
+a malformed stream).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 from chatcore import errors
 from chatcore.events import (
+    FileOutput,
     Finish,
     FinishReason,
     ProviderEvent,
@@ -213,6 +218,12 @@ class GeminiStreamParser:
                 metadata = {"gemini": {"thoughtSignature": signature}} if isinstance(signature, str) else None
                 call_id = call.get("id") if isinstance(call.get("id"), str) else None
                 out.extend(self._tools.whole(call_id, call["name"], call.get("args") or {}, metadata))
+            inline = part.get("inlineData")
+            if isinstance(inline, dict) and not part.get("thought"):
+                generated = self._file(inline)
+                if generated is None:
+                    return
+                out.append(generated)
         finish = candidate.get("finishReason")
         if finish:
             self._done = True
@@ -220,6 +231,18 @@ class GeminiStreamParser:
             if reason == "stop" and self._tools.count:
                 reason = "tool_calls"  # Gemini says STOP after function calls
             out.append(Finish(reason=reason, raw_reason=finish, usage=self._usage))
+
+    def _file(self, inline: dict[str, Any]) -> FileOutput | None:
+        """A generated file from an `inlineData` part; None (and a malformed stream) when unreadable."""
+        mime, data = inline.get("mimeType"), inline.get("data")
+        try:
+            if not isinstance(mime, str) or not mime or not isinstance(data, str):
+                raise ValueError("inlineData without mimeType or data")
+            raw = base64.b64decode(data, validate=True)
+        except (ValueError, binascii.Error):
+            self.error = malformed(self.provider, self.model, "unreadable inlineData")
+            return None
+        return FileOutput(media_type=mime, data=raw)
 
 
 def _parts(message: Message) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@
 The model name picks the behaviour, and query-style parameters tune it, e.g.
 `mock/echo`, `mock/lorem?tokens=200&pace_ms=5`, `mock/fail-429`, `mock/fail-after-5`,
 `mock/stall`, `mock/truncate-after-3`, `mock/tool-call?name=get_weather&input=%7B%22city%22%3A%22Paris%22%7D`,
-`mock/summarize` (summaries and long-term memory extraction: `Remember: ...` / `Forget: ...`).
+`mock/summarize` (summaries and long-term memory extraction: `Remember: ...` / `Forget: ...`),
+`mock/image` (a short text and a generated PNG; `?size=<bytes>` pads it, `?count=<n>` makes n of them).
 See the README for the full list. Parameters are bounded (a caller must not be able to make
 the mock build gigabytes of text or sleep for hours), and a malformed one is a 400.
 """
@@ -15,7 +16,9 @@ import hashlib
 import json
 import math
 import re
+import struct
 import time
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +26,7 @@ from urllib.parse import parse_qsl
 
 from chatcore import errors
 from chatcore.events import (
+    FileOutput,
     Finish,
     ProviderEvent,
     ReasoningDelta,
@@ -44,13 +48,15 @@ MAX_TOKENS = 100_000  # lorem length, whatever `tokens` or MOCK_TOKENS say
 MAX_TTFT_MS = 10_000.0
 MAX_PACE_MS = 1_000.0
 MAX_RETRY_AFTER_S = 3_600.0
+MAX_IMAGE_BYTES = 5_000_000  # mock/image?size=...
+MAX_IMAGES = 4  # mock/image?count=...
 _FAIL_NAMES = ("context", "quota", "timeout")
 
 LOREM = ["Lorem", "ipsum", "dolor", "sit", "amet,", "consectetur", "adipiscing", "elit,", "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua.", "Ut", "enim", "ad", "minim", "veniam,", "quis", "nostrud", "exercitation", "ullamco", "laboris", "nisi", "ut", "aliquip", "ex", "ea", "commodo", "consequat.", "Duis", "aute", "irure", "dolor", "in", "reprehenderit", "in", "voluptate", "velit", "esse", "cillum", "dolore", "eu", "fugiat", "nulla", "pariatur.", "Excepteur", "sint", "occaecat", "cupidatat", "non", "proident,", "sunt", "in", "culpa", "qui", "officia", "deserunt", "mollit", "anim", "id", "est", "laborum."]
 
 _TOKEN = re.compile(r"\S+\s*|\s+")
 _SCENARIO = re.compile(
-    r"^(?P<kind>echo|lorem|reason|fail|fail-after|stall|stall-after|truncate-after|tool-call|summarize)"
+    r"^(?P<kind>echo|lorem|reason|fail|fail-after|stall|stall-after|truncate-after|tool-call|summarize|image)"
     r"(?:-(?P<arg>[a-z0-9]+))?$"
 )
 
@@ -90,6 +96,8 @@ class MockScenario:
     retry_after: float | None
     tool_name: str | None = None
     tool_input: Any = None
+    image_size: int = 0  # mock/image: pad the PNG to about this many bytes
+    image_count: int = 1
 
     @classmethod
     def parse(cls, model: str, *, ttft_ms: float, pace_ms: float, tokens: int) -> MockScenario:
@@ -99,7 +107,7 @@ class MockScenario:
         if match is None:
             raise errors.ModelNotFoundError(
                 f"Unknown mock model '{name}'. Try echo, lorem, reason, fail-<status>, fail-after-<n>, "
-                "stall, stall-after-<n>, truncate-after-<n> or tool-call?name=<tool>&input=<json>.",
+                "stall, stall-after-<n>, truncate-after-<n>, image or tool-call?name=<tool>&input=<json>.",
                 provider="mock", model=model)
         kind, arg = match["kind"], match["arg"]
         if kind.endswith("-after") and not (arg and arg.isdigit()):
@@ -119,6 +127,8 @@ class MockScenario:
             retry_after=_number(params, "retry_after", 0, MAX_RETRY_AFTER_S) if "retry_after" in params else None,
             tool_name=tool_name,
             tool_input=tool_input,
+            image_size=int(_number(params, "size", 0, MAX_IMAGE_BYTES)),
+            image_count=max(1, int(_number(params, "count", 1, MAX_IMAGES))),
         )
 
     @staticmethod
@@ -170,6 +180,8 @@ class MockProvider:
             return _tool_answer(request.messages[-1], scenario)
         if scenario.kind == "summarize":
             return summarize_answer(request.last_user_text())
+        if scenario.kind == "image":
+            return "Here is the image you asked for."
         count = scenario.tokens if limit is None else min(scenario.tokens, limit)
         return " ".join(LOREM[i % len(LOREM)] for i in range(count))
 
@@ -217,6 +229,9 @@ class MockProvider:
                 await asyncio.sleep(scenario.pace_ms / 1000)
             emitted += 1
             yield TextDelta(token)
+        if scenario.kind == "image":
+            for number in range(scenario.image_count):
+                yield FileOutput("image/png", mock_png(number, scenario.image_size))
         usage = Usage(prompt_tokens, emitted)
         yield UsageReport(usage)
         yield Finish(reason="stop", raw_reason="stop", usage=usage)
@@ -256,6 +271,22 @@ class MockProvider:
         started = time.perf_counter()
         await asyncio.sleep(0)
         return ProbeResult("up", (time.perf_counter() - started) * 1000)
+
+
+def mock_png(number: int = 0, size: int = 0) -> bytes:
+    """mock/image's generated file: a real 4x4 PNG (its colour set by `number`), padded with a `tEXt`
+    comment to about `size` bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    pixel = bytes(((number * 80) % 256, 120, 200))
+    raw = b"".join(b"\x00" + pixel * 4 for _ in range(4))
+    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0))
+    tail = chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    padding = max(size - len(head) - len(tail) - 12 - len(b"Comment\x00"), 0)
+    if padding:
+        head += chunk(b"tEXt", b"Comment\x00" + b"x" * padding)
+    return head + tail
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")

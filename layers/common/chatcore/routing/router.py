@@ -22,6 +22,7 @@ from chatcore.clocks import Clocks, DeadlineExceededError, timed
 from chatcore.events import (
     ErrorEvent,
     Event,
+    FileOutput,
     Finish,
     ProviderEvent,
     ReasoningDelta,
@@ -268,8 +269,8 @@ class Router:
                     raise errors.TruncatedStreamError("The provider returned no answer.",
                                                       provider=deployment.provider, model=deployment.model) from None
                 pending.append(event)
-                # A tool call counts as output: an answer that only calls tools streams live too.
-                if isinstance(event, TextDelta | ReasoningDelta | ToolInputStart | Finish):
+                # A tool call or a generated file counts as output: such an answer streams live too.
+                if isinstance(event, TextDelta | ReasoningDelta | ToolInputStart | FileOutput | Finish):
                     return pending, events
         except BaseException:
             async with closing(events):  # handed over on success; closed here on failure

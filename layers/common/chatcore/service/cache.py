@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from chatcore import background
-from chatcore.events import ErrorEvent, Event, Finish, ReasoningDelta, Start, TextDelta, Usage
+from chatcore.events import ErrorEvent, Event, FileOutput, Finish, ReasoningDelta, Start, TextDelta, Usage
 from chatcore.messages import ChatRequest
 from chatcore.observability import emit_metrics, get_logger
 from chatcore.principal import Principal
@@ -157,6 +157,7 @@ class _Recorder:
 
     parts: list[list[str]] = field(default_factory=list)
     start: Start | None = None
+    files: bool = False  # the answer generated files: not cached (a replay would lack them)
 
     def add(self, kind: str, text: str) -> None:
         if self.parts and self.parts[-1][0] == kind:
@@ -258,8 +259,11 @@ class ResponseCache:
                 recorder.add("text", event.text)
             elif isinstance(event, ReasoningDelta):
                 recorder.add("reasoning", event.text)
+            elif isinstance(event, FileOutput):
+                recorder.files = True
             elif isinstance(event, Finish):
-                if lookup.key is not None and event.reason in CACHEABLE_FINISH and recorder.start is not None:
+                if (lookup.key is not None and event.reason in CACHEABLE_FINISH and recorder.start is not None
+                        and not recorder.files):
                     self._store(lookup.key, recorder.answer(event))
                 event = replace(event, metadata={**event.metadata, "cache": lookup.status})
             elif isinstance(event, ErrorEvent):

@@ -195,6 +195,8 @@ class ChatService:
             # A cache hit replays a stored answer instead of routing; limits and memory treat it as any answer.
             cached = await self.cache.lookup(principal, request, route, turn)
             source = self.cache.serve(cached, turn, steps.events)
+            # Generated files (images) go to S3; the client and the history get references (chatcore.attachments).
+            source = self.attachments.outputs(principal.user_id, source)
             first, events = await primed(admitted.settle(loaded.record(source)))
         except BaseException:
             await admitted.release()

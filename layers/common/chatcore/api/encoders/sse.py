@@ -4,7 +4,8 @@
 Tool activity is `data: {"tool": {...}}`: the UI message stream's tool chunk without its `tool-`
 prefix (`{"type": "input-available", "toolCallId", "toolName", "input"}`, `input-error`,
 `output-available` with `output`, `output-error` with `errorText`, `approval-request` with
-`approvalId`, `output-denied`); clients that only read `content` still get the text.
+`approvalId`, `output-denied`); a generated file is `data: {"file": {"mediaType", "url"}}`; clients
+that only read `content` still get the text.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator
 
 from chatcore.api.encoders.ui_message_stream import tool_chunk
 from chatcore.api.encoders.wire_json import DONE, SSE_HEADERS, json_bytes
-from chatcore.events import ErrorEvent, Event, Finish, TextDelta, ToolInputDelta, ToolInputStart
+from chatcore.events import ErrorEvent, Event, FilePart, Finish, TextDelta, ToolInputDelta, ToolInputStart
 from chatcore.streams import closing
 
 HEADERS = SSE_HEADERS
@@ -26,6 +27,8 @@ async def encode_sse(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
         async for event in stream:
             if isinstance(event, TextDelta):
                 yield b"data: " + json_bytes({"content": event.text}) + b"\n\n"
+            elif isinstance(event, FilePart):
+                yield b"data: " + json_bytes({"file": {"mediaType": event.media_type, "url": event.url}}) + b"\n\n"
             elif isinstance(event, Finish):
                 yield DONE
                 return

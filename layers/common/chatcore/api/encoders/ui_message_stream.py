@@ -13,6 +13,7 @@ from chatcore.api.encoders.wire_json import DONE, SSE_HEADERS, json_bytes
 from chatcore.events import (
     ErrorEvent,
     Event,
+    FilePart,
     Finish,
     ReasoningDelta,
     ResponseInfo,
@@ -103,7 +104,8 @@ async def encode_ui_message_stream(events: AsyncIterator[Event]) -> AsyncIterato
     Each model call of the turn is one step (`start-step` ... `finish-step`, from `StepStart` /
     `StepFinish`; a stream without them is one step). Tool calls are the AI SDK's tool chunks:
     `tool-input-start` / `-delta` / `-available` (or `tool-input-error`), then
-    `tool-output-available` / `-error`, `tool-approval-request`, `tool-output-denied`.
+    `tool-output-available` / `-error`, `tool-approval-request`, `tool-output-denied`. A generated
+    file is a `file` chunk (`mediaType`, `url`: a presigned GET).
     """
     start: Start | None = None
     info: ResponseInfo | None = None
@@ -162,6 +164,10 @@ async def encode_ui_message_stream(events: AsyncIterator[Event]) -> AsyncIterato
                 # Tool outputs between steps (or before the first one, in a continued turn) need no step.
                 step = open_step() if isinstance(event, ToolInputStart | ToolInputDelta | ToolInputReady) else b""
                 yield head + step + close_part() + _chunk(chunk)
+            elif isinstance(event, FilePart):
+                # A generated file: its presigned URL (never the bytes), inside the step that made it.
+                head, pending = pending + open_step(), b""
+                yield head + close_part() + _chunk({"type": "file", "mediaType": event.media_type, "url": event.url})
             elif isinstance(event, UsageReport):
                 usage = event.usage
             elif isinstance(event, ResponseInfo):
