@@ -220,3 +220,22 @@ def test_each_later_step_is_reserved_against_the_token_budget(chat_server: Calla
     assert "plan allows" in error["errorText"] or "budget" in error["errorText"]
     assert chunks[-1]["type"] == "finish" and chunks[-1]["finishReason"] == "error"
     assert text(chunks) == ""  # the second model step never ran
+
+
+def test_fallback_before_the_first_event_still_works_with_tools(chat_server: Callable[..., str],
+                                                                tool_endpoint: tuple[str, ToolEndpoint]) -> None:
+    """The first deployment fails before answering; the next one calls the server tool and finishes."""
+    base, endpoint = tool_endpoint
+    call = tool_model("lookup", {"city": "Oslo"}).removeprefix("mock/")
+    registry = {"deployments": {
+        "overloaded": {"provider": "mock", "model": "fail-529", "prices": {"input": 0, "output": 0}},
+        "caller": {"provider": "mock", "model": call, "prices": {"input": 0, "output": 0}}},
+        "aliases": {"chain": ["overloaded", "caller"]}}
+    url = chat_server(model_registry_json=json.dumps(registry), tools_json=json.dumps({"lookup": http_tool(f"{base}/ok")}))
+    response = post(url, "chain")
+    assert response.headers["x-chat-deployment"] == "caller"
+    assert response.headers["x-chat-fallbacks"] == "overloaded:provider_overloaded"
+    chunks = ui_chunks(response.text)
+    assert [c["type"] for c in chunks].count("tool-output-available") == 1 and len(endpoint.calls) == 1
+    assert text(chunks) == 'Tool lookup returned: {"echo":{"city":"Oslo"},"tool":"lookup"}'
+    assert chunks[-1]["finishReason"] == "stop"
