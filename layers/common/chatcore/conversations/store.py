@@ -387,8 +387,8 @@ class ConversationStore:
         concurrent regenerate replaced it first). A replaced message with the same id as `message` is
         an edit: its marker moves to the new position. `existing=True` (an answer) writes nothing if
         the conversation was deleted meanwhile (`conversation_gone`). `answers` names the user message
-        an assistant message answers: a marker (`I#A#<user message id>`) makes that one answer, written
-        only if there is none yet or it is the one being replaced (`replaced_gone` otherwise).
+        an assistant message answers: the question's id marker records that one answer, set only if
+        there is none yet or it is the one being replaced (`replaced_gone` otherwise).
         """
         pk = conversation_pk(user_id, conversation_id)
         now = now_iso()
@@ -498,16 +498,18 @@ class ConversationStore:
             {"Update": meta_update},
         ]
         if answers is not None:
+            # The question's id marker records its one answer: set only if it has none yet, or the
+            # one being replaced (an attribute on an item that exists anyway: no item per turn).
             replaced = [old.id for old in replaces if old.role == "assistant"]
-            answer_put: dict[str, Any] = {
-                "TableName": self.table, "ConditionExpression": "attribute_not_exists(pk)",
-                "Item": _serialize({"pk": pk, "sk": f"{ID_PREFIX}A#{answers}", "type": "answer",
-                                    "answer": message.id, "expires_at": expires_at})}
+            condition = "attribute_not_exists(answer)"
+            values_: dict[str, Any] = {":answer": message.id}
             if replaced:
-                answer_put["ConditionExpression"] = "attribute_not_exists(pk) OR answer IN (" + ", ".join(
-                    f":r{i}" for i in range(len(replaced))) + ")"
-                answer_put["ExpressionAttributeValues"] = _serialize({f":r{i}": r for i, r in enumerate(replaced)})
-            items.append({"Put": answer_put})
+                condition += " OR answer IN (" + ", ".join(f":r{i}" for i in range(len(replaced))) + ")"
+                values_.update({f":r{i}": r for i, r in enumerate(replaced)})
+            items.append({"Update": {"TableName": self.table,
+                                     "Key": _serialize({"pk": pk, "sk": ID_PREFIX + answers}),
+                                     "UpdateExpression": "SET answer = :answer", "ConditionExpression": condition,
+                                     "ExpressionAttributeValues": _serialize(values_)}})
         for old in replaces:
             # Only if still there: of two concurrent regenerates, the second must not add a second answer.
             items.append({"Delete": {"TableName": self.table, "Key": _serialize({"pk": pk, "sk": old.position}),
@@ -515,9 +517,6 @@ class ConversationStore:
             if old.id != message.id:
                 items.append({"Delete": {"TableName": self.table,
                                          "Key": _serialize({"pk": pk, "sk": ID_PREFIX + old.id})}})
-            if old.role == "user":  # an edited or dropped question: its answer marker goes with it
-                items.append({"Delete": {"TableName": self.table,
-                                         "Key": _serialize({"pk": pk, "sk": f"{ID_PREFIX}A#{old.id}"})}})
         return items
 
     def import_messages(self, user_id: str, conversation_id: str, messages: Sequence[StoredMessage],

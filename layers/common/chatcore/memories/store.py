@@ -7,9 +7,10 @@ Keys (docs/data-model.md), all in the user's own partition `pk = USER#<user>#MEM
   only memory items carry it, so nothing else is ever indexed or searched;
 - `sk = SETTINGS`: the user's choice (`enabled`);
 
-A turn whose facts were extracted is marked in its conversation's partition instead
-(`pk = USER#<user>#CONV#<conversation>`, `sk = I#MEMTURN#<turn>`, a TTL): one marker per turn would
-otherwise grow the user's memory partition without bound, and the conversation's delete removes it.
+The conversation's last extracted turn is kept in the conversation's partition instead
+(`pk = USER#<user>#CONV#<conversation>`, `sk = I#MEMTURN#`, attribute `last_turn`, a TTL), one item
+per conversation: a retried run of that turn skips it, and a marker per turn in the user's memory
+partition (read on every turn) would grow without bound. The conversation's delete removes it.
 
 Ids are time-ordered (`MEM#` + 16 hex digits of microseconds + 6 random), so one descending Query on
 `sk <= "SETTINGS"` returns the setting first and then the newest memories: the chat turn's digest is
@@ -40,7 +41,7 @@ MemoryKind = Literal["fact", "preference"]
 KINDS: tuple[str, ...] = ("fact", "preference")
 MEMORY_PREFIX = "MEM#"
 SETTINGS_SK = "SETTINGS"
-TURN_PREFIX = "I#MEMTURN#"
+TURN_SK = "I#MEMTURN#"  # "#" never occurs in a message id: never a message id marker
 USER_ATTRIBUTE = "mem_user"  # the vector index's partition attribute
 VECTOR_ATTRIBUTE = "embedding"
 MODEL_ATTRIBUTE = "embedding_model"
@@ -321,23 +322,25 @@ class MemoryStore:
     # --- extraction markers --------------------------------------------------------------------
 
     @staticmethod
-    def _turn_key(user_id: str, conversation_id: str, turn_id: str) -> dict[str, Any]:
-        # The conversation's partition (its key format is `conversations.store.conversation_pk`'s);
-        # `I#` items sort before the messages, so no history read ever sees the marker.
-        return {"pk": _s(f"USER#{user_id}#CONV#{conversation_id}"), "sk": _s(f"{TURN_PREFIX}{turn_id}")}
+    def _turn_key(user_id: str, conversation_id: str) -> dict[str, Any]:
+        # One item per conversation, in its partition (the key format is `conversations.store`'s);
+        # `I#` items sort before the messages, so no history read ever sees it.
+        return {"pk": _s(f"USER#{user_id}#CONV#{conversation_id}"), "sk": _s(TURN_SK)}
 
     def turn_done(self, user_id: str, conversation_id: str, turn_id: str) -> bool:
+        """Whether `turn_id` is the conversation's last extracted turn (a retried run skips it)."""
         response = self.client.get_item(TableName=self.table, ConsistentRead=True,
-                                        Key=self._turn_key(user_id, conversation_id, turn_id))
-        return "Item" in response
+                                        Key=self._turn_key(user_id, conversation_id))
+        return bool(response.get("Item", {}).get("last_turn", {}).get("S") == turn_id)
 
     def mark_turn(self, user_id: str, conversation_id: str, turn_id: str, actions: int) -> None:
         self.client.update_item(
-            TableName=self.table, Key=self._turn_key(user_id, conversation_id, turn_id),
-            UpdateExpression="SET #type = :type, actions = :actions, created_at = :now, expires_at = :exp",
+            TableName=self.table, Key=self._turn_key(user_id, conversation_id),
+            UpdateExpression="SET #type = :type, last_turn = :turn, actions = :actions, updated_at = :now, "
+                             "expires_at = :exp",
             ExpressionAttributeNames={"#type": "type"},
-            ExpressionAttributeValues={":type": _s("memory_turn"), ":actions": {"N": str(actions)},
-                                       ":now": _s(now_iso()),
+            ExpressionAttributeValues={":type": _s("memory_turn"), ":turn": _s(turn_id),
+                                       ":actions": {"N": str(actions)}, ":now": _s(now_iso()),
                                        ":exp": {"N": str(int(time.time()) + TURN_MARKER_TTL_S)}})
 
     def _check_vector(self, vector: Sequence[float]) -> None:
