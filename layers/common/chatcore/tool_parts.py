@@ -182,44 +182,58 @@ class PartsBuilder:
     """An assistant message's UI parts, built from events the way `useChat` builds them."""
 
     def __init__(self, initial: Sequence[dict[str, Any]] | None = None) -> None:
-        self.parts: list[dict[str, Any]] = [dict(p) for p in initial or ()]
+        self._parts: list[dict[str, Any]] = [dict(p) for p in initial or ()]
         self._open: dict[str, Any] | None = None  # the text or reasoning part deltas append to
-        self._tools: dict[str, dict[str, Any]] = {str(p.get("toolCallId")): p for p in self.parts
+        self._chunks: list[str] = []  # the open part's deltas, joined when the part is read (no O(n^2) +=)
+        self._tools: dict[str, dict[str, Any]] = {str(p.get("toolCallId")): p for p in self._parts
                                                   if is_tool_part(p)}
         self.has_tools = bool(self._tools)
-        self.has_files = any(p.get("type") == "file" for p in self.parts)
+        self.has_files = any(p.get("type") == "file" for p in self._parts)
+
+    @property
+    def parts(self) -> list[dict[str, Any]]:
+        """The parts so far (the open text or reasoning part with every delta it received)."""
+        if self._open is not None:
+            self._open["text"] = "".join(self._chunks)
+        return self._parts
 
     def text(self) -> str:
         return "".join(str(p.get("text") or "") for p in self.parts if p.get("type") == "text")
+
+    def _close(self) -> None:
+        if self._open is not None:
+            self._open["text"] = "".join(self._chunks)
+            self._open, self._chunks = None, []
 
     def add(self, event: Event) -> None:
         if isinstance(event, TextDelta | ReasoningDelta):
             kind = "text" if isinstance(event, TextDelta) else "reasoning"
             if self._open is None or self._open["type"] != kind:
+                self._close()
                 self._open = {"type": kind, "text": "", "state": "done"}
-                self.parts.append(self._open)
-            self._open["text"] += event.text
+                self._parts.append(self._open)
+            self._chunks.append(event.text)
             return
-        self._open = None
+        self._close()
         if isinstance(event, StepStart):
-            self.parts.append({"type": "step-start"})
+            self._parts.append({"type": "step-start"})
         elif isinstance(event, FilePart):
             if event.reference is not None:  # a stored file: its reference, never its bytes or its URL
-                self.parts.append(dict(event.reference))
+                self._parts.append(dict(event.reference))
                 self.has_files = True
         elif isinstance(event, ToolInputStart):
             part: dict[str, Any] | None = {"type": f"tool-{event.name}", "toolCallId": event.call_id,
                                            "state": "input-streaming"}
             assert part is not None
             self._tools[event.call_id] = part
-            self.parts.append(part)
+            self._parts.append(part)
             self.has_tools = True
         elif isinstance(event, ToolInputReady):
             part = self._tools.get(event.call_id)
             if part is None:
                 part = {"type": f"tool-{event.name}", "toolCallId": event.call_id}
                 self._tools[event.call_id] = part
-                self.parts.append(part)
+                self._parts.append(part)
                 self.has_tools = True
             if event.error is not None:
                 part.update(state="output-error", input=None, rawInput=event.input, errorText=event.error)

@@ -385,8 +385,11 @@ class DynamoMemory:
         threshold = self.settings.summary_trigger_tokens
         unsummarized = int((turn.unsummarized_chars + len(message.text)) / turn.chars_per_token)
         due = threshold > 0 and unsummarized >= threshold
-        observe = self.trigger is not None and self.trigger.observes_turns and not turn.temporary
-        if self.trigger is not None and observe:
-            await self.trigger.fire(turn.user_id, conversation_id, summarize=due, turn=message.id)
-        elif self.trigger is not None and due:
-            await self.trigger.fire(turn.user_id, conversation_id)
+        if self.trigger is None:
+            return
+        # Started off the answer's path (an asynchronous Lambda invoke is a round trip), and drained
+        # before the response completes like any background work.
+        if self.trigger.observes_turns and not turn.temporary:
+            background.spawn(self.trigger.fire(turn.user_id, conversation_id, summarize=due, turn=message.id))
+        elif due:
+            background.spawn(self.trigger.fire(turn.user_id, conversation_id))

@@ -78,8 +78,10 @@ class LimitAdmission:
         """
         usage: Usage | None = None
         output_chars = 0  # what the answer streamed, for a turn that ends without reported usage
+        started = False  # nothing reached the client: a failure before the first event gives all back
         try:
             async for event in events:
+                started = True
                 if isinstance(event, TextDelta | ReasoningDelta):
                     output_chars += len(event.text)
                 # A later report replaces an earlier one; a final event without usage keeps the last.
@@ -92,7 +94,7 @@ class LimitAdmission:
                     await background.finish(self._settle(self._used(usage, output_chars)))
                 yield event
         finally:
-            await background.finish(self._settle(self._used(usage, output_chars)))
+            await background.finish(self._settle(self._used(usage, output_chars) if started else 0))
 
     def _used(self, usage: Usage | None, output_chars: int) -> int:
         """The tokens to charge: the reported usage, else (deadline, truncation, abort) the estimated

@@ -160,15 +160,16 @@ class _Recorder:
     files: bool = False  # the answer generated files: not cached (a replay would lack them)
 
     def add(self, kind: str, text: str) -> None:
+        # Deltas are collected and joined once, in `answer` (appending to a str per token is O(n^2)).
         if self.parts and self.parts[-1][0] == kind:
-            self.parts[-1][1] += text
+            self.parts[-1].append(text)
         else:
             self.parts.append([kind, text])
 
     def answer(self, finish: Finish) -> dict[str, Any]:
         assert self.start is not None
         return {"provider": self.start.provider, "model": self.start.model, "deployment": self.start.deployment,
-                "parts": self.parts, "finish": finish.reason, "raw_finish": finish.raw_reason,
+                "parts": [[kind, "".join(texts)] for kind, *texts in self.parts], "finish": finish.reason, "raw_finish": finish.raw_reason,
                 "usage": finish.usage.as_dict() if finish.usage else None}
 
 

@@ -59,7 +59,9 @@ async def coalesce_ready(chunks: AsyncIterator[bytes], *, failure: bytes = b"",
             else:
                 await queue.put(_End(None))
 
-    producer = background.spawn(produce())
+    # Referenced, not drained: it is awaited below, and the end of one response must not wait for
+    # the encoders of other responses still streaming (their own clean-up is tracked work).
+    producer = background.spawn(produce(), drained=False)
     try:
         while True:
             if keepalive_s is None:
