@@ -15,7 +15,8 @@ def test_a_silent_model_gets_pings_that_the_ai_sdk_client_ignores(chat_server: C
     url = chat_server(keepalive_s=0.1)
     raw = httpx.post(f"{url}/api/chat", json={"model": SILENT_FIRST, "messages": [{"role": "user", "content": "x"}]},
                      timeout=60).content
-    assert b": ping\n\n" in raw.split(b'"type":"start"')[0] + raw  # comments were sent while silent
+    between_tokens = raw.split(b'"type":"text-delta"', 1)[1].rsplit(b'"type":"text-delta"', 1)[0]
+    assert b": ping\n\n" in between_tokens  # sent in the silence between two tokens
     result = consume(url, SILENT_FIRST, "hello")
     assert result["status"] == "ready" and result["error"] is None
     assert assistant_text(result["messages"][1]) == "Lorem ipsum dolor"
@@ -38,7 +39,8 @@ def test_the_plain_sse_endpoint_pings_and_a_line_parser_still_gets_the_text(chat
 
 
 def test_no_pings_while_tokens_flow(chat_server: Callable[..., str]) -> None:
-    url = chat_server(keepalive_s=30.0)
-    raw = httpx.post(f"{url}/api/chat", json={"model": "mock/lorem?tokens=20", "messages": [
+    """Tokens 20 ms apart, a keep-alive after 2 s of silence: output resets the clock, so none is sent."""
+    url = chat_server(keepalive_s=2.0)
+    raw = httpx.post(f"{url}/api/chat", json={"model": "mock/lorem?tokens=150&pace_ms=20", "messages": [
         {"role": "user", "content": "x"}]}, timeout=60).content
     assert b": ping" not in raw

@@ -180,11 +180,13 @@ def test_errors_are_never_cached(cached_app: Callable[..., str], counted: Counti
                                  model: str) -> None:
     client = sdk(cached_app())
     messages = [{"role": "user", "content": "one two three four five"}]
+    calls = []
     for _ in range(2):
         with pytest.raises(openai.APIError):
             for _chunk in client.chat.completions.create(model=model, messages=messages, temperature=0, stream=True):
                 pass
-    assert counted.calls >= 2  # the second request went to the model again
+        calls.append(counted.calls)
+    assert calls[1] > calls[0]  # the second request went to the model again
     assert cache_items(table) == []
 
 
@@ -304,3 +306,16 @@ def test_an_answer_with_a_generated_file_is_not_cached(cached_app: Callable[...,
         _, chunks = ui_chat(url, "Draw a dot", headers=CACHE_ON, model="counted/image")
         assert [c["mediaType"] for c in chunks if c["type"] == "file"] == ["image/png"]  # no bucket: a data URL
     assert counted.calls == 2, "a replay would lack the image: such answers are not cached"
+
+
+def test_the_app_builds_the_dynamodb_cache_the_other_tests_use(table: Table) -> None:
+    """The tests above inject a cache on the test table; the app's own wiring must build the same kind."""
+    from chatcore.api.app import default_components
+    from chatcore.service.cache import DynamoCacheStore
+
+    from tests.conftest import settings_for_tests
+
+    settings = settings_for_tests(cache_store="dynamodb", table_name=table.name, dynamodb_endpoint_url=table.endpoint)
+    cache = default_components(settings).cache
+    assert isinstance(cache, ResponseCache) and isinstance(cache.store, DynamoCacheStore)
+    assert default_components(settings_for_tests()).cache is None  # CACHE_STORE=none: no caching
