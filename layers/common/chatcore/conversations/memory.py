@@ -12,7 +12,7 @@ as background work) when the client goes away.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -124,7 +124,7 @@ class StoredTurn:
         try:
             async for event in events:
                 if saving is not None:  # nothing reaches the client before its message is stored
-                    await _settled(saving)
+                    await saving  # its failure (a duplicate, storage trouble) is the turn's failure
                     saving = None
                 answer.add(event)
                 if isinstance(event, Finish | ErrorEvent):
@@ -179,11 +179,6 @@ class StoredTurn:
             emit_metrics("chat", {}, {"MessageStoreFailures": (1, "Count")})
             return False
         return True
-
-
-async def _settled(saving: Awaitable[Any]) -> None:
-    """Wait for the user message's write; its failure is the turn's failure."""
-    await saving
 
 
 async def _saved(saving: asyncio.Task[Any] | None) -> bool:

@@ -14,7 +14,6 @@ of that turn, before any summarization of the same run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -29,6 +28,7 @@ from chatcore.observability import emit_metrics, get_logger
 from chatcore.routing.router import Router
 from chatcore.routing.turn import ChatTurn
 from chatcore.settings import Settings
+from chatcore.streams import closing
 
 SummaryOutcome = Literal["written", "up_to_date", "raced", "missing"]
 
@@ -50,7 +50,7 @@ async def collect_text(events: AsyncIterator[Event]) -> tuple[str, Usage | None]
     """
     parts: list[str] = []
     usage: Usage | None = None
-    async with contextlib.aclosing(events) as stream:  # type: ignore[type-var]
+    async with closing(events) as stream:
         async for event in stream:
             if isinstance(event, TextDelta):
                 parts.append(event.text)

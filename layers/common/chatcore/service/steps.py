@@ -27,7 +27,6 @@ from chatcore.events import (
     ErrorEvent,
     Event,
     Finish,
-    ReasoningDelta,
     Start,
     StepFinish,
     StepStart,
@@ -185,8 +184,6 @@ class StepLoop:
                                 Message("tool", "", tool_results=tuple(results)),
                             ]
                             break
-                        elif isinstance(event, ReasoningDelta):
-                            yield event
                         else:
                             yield event
                     else:  # the router ended without Finish or ErrorEvent (it never does): stop here
