@@ -195,8 +195,8 @@ def test_the_evaluator_refuses_what_the_scoped_roles_must_not_do(template: dict[
     for refused in (Request("PutItem", False, (conversation,)), Request("DeleteItem", False, (conversation,)),
                     Request("BatchWriteItem", False, (conversation,)),
                     Request("TransactWriteItems", False, (conversation,)),
-                    Request("GetItem", False, ("APIKEY#0123",)), Request("UpdateItem", False, ("RL#alice#m#1",)),
-                    Request("Query", True, ("USER#alice#CONVS",)), Request("UpdateItem", False, ("LEASE#alice",))):
+                    Request("GetItem", False, ("APIKEY#0123",)), Request("UpdateItem", False, ("USER#alice#LIMITS",)),
+                    Request("Query", True, ("USER#alice#CONVS",))):
         assert not allowed(summarize, refused), refused
     assert allowed(health, Request("BatchGetItem", False, ("HEALTH#a", "BREAKER#a")))
     for refused in (Request("BatchWriteItem", False, ("HEALTH#a", "USER#x#CONV#y")),

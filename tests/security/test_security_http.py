@@ -86,9 +86,14 @@ def test_rate_limit_headers_and_429(table: Table, chat_server: Any) -> None:
     assert third.headers["x-ratelimit-remaining"] == "0" and third.headers["x-ratelimit-limit"] == "2"
 
 
+def leases_held(table: Table, user: str) -> int:
+    """The user's stream leases, in the one limits item of the user."""
+    return table.number(f"USER#{user}#LIMITS", "LIMITS", "n")
+
+
 def wait_for_no_leases(table: Table, user: str) -> int:
     deadline = time.monotonic() + WAIT_S
-    while (held := table.number(f"LEASE#{user}", "LEASE", "n")) and time.monotonic() < deadline:
+    while (held := leases_held(table, user)) and time.monotonic() < deadline:
         time.sleep(0.05)
     return held
 
@@ -100,7 +105,7 @@ def test_stream_lease_is_released_on_completion_and_on_disconnect(table: Table, 
     with httpx.Client(base_url=base, timeout=30, headers={"x-api-key": key}) as http:
         assert http.post("/api/chat", json=OK).status_code == 200
         # Settled before the final event was sent: free by the time the client has the whole answer.
-        assert table.number("LEASE#carol", "LEASE", "n") == 0
+        assert leases_held(table, "carol") == 0
 
         with http.stream("POST", "/api/chat", json=slow) as streaming:
             assert streaming.status_code == 200
@@ -109,7 +114,7 @@ def test_stream_lease_is_released_on_completion_and_on_disconnect(table: Table, 
             next(chunks)  # the stream is live and holds the only slot
             busy = http.post("/api/chat", json=OK)
             assert busy.status_code == 429
-            assert table.number("LEASE#carol", "LEASE", "n") == 1
+            assert leases_held(table, "carol") == 1
             assert busy.json()["error"]["limit"] == "concurrent_streams"
         # Leaving the block closes the connection mid-stream: a client disconnect.
         assert wait_for_no_leases(table, "carol") == 0
