@@ -221,7 +221,7 @@ def run() -> str:
         "",
         "Reading: all of a user's limits (requests and tokens of the minute, tokens of the day, stream "
         "leases) are one item, so admitting is one conditional `UpdateItem` and settling one more: 2 write "
-        "requests (2 write units, the item is well under 1 KB) per turn, down from 6 (three items, three "
+        "requests (2 write units: the item stays under 1 KB) per turn, down from 6 (three items, three "
         "updates each way). The endpoint overlaps the admit with the history read, so with memory on, auth "
         "plus limits add no extra round trip when the API key is cached or a JWT is used. A refused request "
         "is one failed conditional update: its 429 (which limit, when it resets) is decided from the item as "

@@ -175,6 +175,19 @@ def test_one_item_holds_every_limit_and_a_turn_is_two_updates(table: Table) -> N
     assert (minute_requests(table), minute_tokens(table), day_tokens(table), leases_held(table)) == (1, 300, 300, 0)
 
 
+def test_the_item_costs_one_write_unit_even_with_every_enterprise_stream_open(table: Table) -> None:
+    from devtools.capacity_units import item_size, write_units
+
+    ledger = LimitLedger(table.name, lambda: table.client, lease_ttl_s=900)
+    enterprise = LimitPolicy.from_json(None).for_tier("enterprise")
+    user = "0f8e4c2a-1b3d-4e5f-8a9b-0c1d2e3f4a5b"  # as long as a Cognito sub
+    held = [ledger.admit(user, NOW + index, 4_000, enterprise) for index in range(enterprise.concurrent_streams)]
+    assert all(isinstance(h, Admitted) for h in held)
+    assert isinstance(ledger.admit(user, NOW, 1, enterprise), Refused)
+    item = limits_item(table, user)
+    assert item_size(item) < 1024 and write_units(item, item) == 1
+
+
 def test_a_refusal_is_one_update_and_changes_nothing(table: Table) -> None:
     dynamodb = client()
     counted = UpdateCounter(dynamodb)
@@ -420,9 +433,8 @@ async def test_reserving_more_is_one_update_and_fails_like_the_admission(table: 
     await drain(admission.settle(events(Finish("stop", usage=Usage(1_200, 300)))))
     assert counted.take() == ["UpdateItem", "UpdateItem"]  # the other's release, this settlement
     assert (minute_tokens(table), day_tokens(table), leases_held(table)) == (1_500, 1_500, 0)
-    broken = DynamoDBLimiter("no-such-table", LimitPolicy({"free": tier()}), lambda: dynamodb, lease_ttl_s=60,
-                             clock=lambda: NOW)
-    admission._limiter = broken  # DynamoDB fails after the admission
+    admission = await limiter.admit(ALICE, 100)
+    limiter.ledger.table_name = "no-such-table"  # DynamoDB fails after the admission
     with pytest.raises(errors.ServiceUnavailableError):
         await admission.reserve_more(10)
 
@@ -441,3 +453,33 @@ async def test_reserving_more_after_the_minute_rolled_over_charges_the_day_only(
     await full.release()
     await admission.release()
     assert day_tokens(table) == 0 and leases_held(table) == 0
+
+
+def test_unknown_fail_open_name_is_rejected(table: Table) -> None:
+    with pytest.raises(ValueError, match="LIMITS_FAIL_OPEN"):
+        limiter_for(table, fail_open=frozenset({"budget"}))
+
+
+async def test_settled_before_the_final_event_reaches_the_client(table: Table) -> None:
+    """Encoders stop reading after the final event, so settlement cannot wait for the generator's end."""
+    limiter = limiter_for(table)
+    admission = await limiter.admit(ALICE, 1000)
+    stream = admission.settle(events(TextDelta("a"), Finish("stop", usage=Usage(2, 3)), TextDelta("never read")))
+    assert isinstance(await anext(stream), TextDelta)
+    assert isinstance(await anext(stream), Finish)
+    assert leases_held(table) == 0
+    assert minute_tokens(table) == 5
+    await stream.aclose()
+    assert minute_tokens(table) == 5  # settled once only
+
+
+def test_limits_json_overrides_and_validation() -> None:
+    policy = LimitPolicy.from_json('{"free": {"requests_per_minute": 7}, "team": {"concurrent_streams": 9}}')
+    assert policy.for_tier("free").requests_per_minute == 7
+    assert policy.for_tier("free").tokens_per_day == LimitPolicy.from_json(None).for_tier("free").tokens_per_day
+    assert policy.for_tier("team").concurrent_streams == 9
+    assert policy.for_tier("unknown") == policy.for_tier("free")
+    for bad in ("not json", "[]", '{"free": {"rpm": 1}}', '{"free": {"requests_per_minute": 0}}',
+                '{"pro": {"tokens_per_day": "lots"}}'):
+        with pytest.raises(ValueError):
+            LimitPolicy.from_json(bad)

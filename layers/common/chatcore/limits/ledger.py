@@ -116,7 +116,7 @@ class LimitLedger:
     def admit(self, user_id: str, now: float, tokens: int, limits: TierLimits) -> Admitted | Refused:
         """Count one request, reserve `tokens` in the minute and the day, and take a stream lease,
         all or nothing, in one conditional update (more only when expired leases must be reclaimed)."""
-        lease_id = uuid.uuid4().hex
+        lease_id = uuid.uuid4().hex[:16]  # 64 random bits: unique among a user's few leases, and short (item size)
         minute, day = minute_of(now), day_of(now)
         reset_s = (minute + 1) * MINUTE_S - now
         reclaim: dict[str, Any] = {}
