@@ -188,6 +188,28 @@ def test_the_item_costs_one_write_unit_even_with_every_enterprise_stream_open(ta
     assert item_size(item) < 1024 and write_units(item, item) == 1
 
 
+class WritesTwice:
+    """A client whose every UpdateItem reaches DynamoDB twice: the SDK retrying a write whose answer was lost."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    def update_item(self, **request: object) -> object:
+        self.real.update_item(**request)  # type: ignore[attr-defined]
+        return self.real.update_item(**request)  # type: ignore[attr-defined]
+
+
+def test_a_retried_admit_or_settle_counts_once(table: Table) -> None:
+    ledger = LimitLedger(table.name, lambda: WritesTwice(table.client), lease_ttl_s=60)
+    admitted = ledger.admit("alice", NOW, 500, tier())
+    assert isinstance(admitted, Admitted) and (admitted.requests, admitted.tokens) == (1, 500)
+    assert (minute_requests(table), minute_tokens(table), day_tokens(table), leases_held(table)) == (1, 500, 500, 1)
+    ledger.settle("alice", admitted, -200)
+    assert (minute_tokens(table), day_tokens(table), leases_held(table)) == (300, 300, 0)
+    ledger.settle("alice", admitted, -200)  # settling again (a lease already freed) changes nothing
+    assert (minute_tokens(table), day_tokens(table), leases_held(table)) == (300, 300, 0)
+
+
 def test_a_refusal_is_one_update_and_changes_nothing(table: Table) -> None:
     dynamodb = client()
     counted = UpdateCounter(dynamodb)

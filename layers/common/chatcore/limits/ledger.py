@@ -22,8 +22,13 @@ A turn costs two conditional `UpdateItem`s:
   exactly those, on the condition that each still has the expiry that was seen (and
   `n < :streams + removed`), so any concurrent change makes it fail and retry from fresh data.
 - settle: `REMOVE l_<id>, <past windows> ADD n :-1, mt<w> :delta, dt<d> :delta` on the condition that
-  the lease and the reserved windows still exist. What no longer exists (a window that rolled over and
-  was removed, a lease already reclaimed as expired) is dropped from a second attempt.
+  the lease and the reserved windows still exist. A window that rolled over and was removed is dropped
+  from a second attempt; a lease that is gone means the settlement already happened (or the lease was
+  reclaimed as expired), so nothing is done twice.
+
+The lease makes both writes idempotent under the SDK's retries: an admit requires its lease not to
+exist yet (a retried admit that had succeeded finds it in `ALL_OLD` and is the admission), and a
+settle requires it to exist.
 
 Lease expiry is checked in the write's condition against the caller's clock, never left to
 DynamoDB's TTL (which may delete days late).
@@ -128,15 +133,21 @@ class LimitLedger:
                 if not is_condition_failure(exc):
                     raise
                 old = exc.response.get("Item") or {}  # type: ignore[attr-defined]
+                if LEASE_PREFIX + lease_id in old:
+                    item = old  # the SDK retried a write that had succeeded: this is the admission
+                    break
                 verdict = _judge(old, now, minute, day, tokens, limits)
                 if isinstance(verdict, Refused):
                     return verdict
                 reclaim = verdict  # expired leases to remove (or none: the item changed since)
                 continue
-            return Admitted(lease_id, minute, day, _number(item, f"mr{minute}"), _number(item, f"mt{minute}"),
-                            reset_s, _past_windows(item, minute, day))
-        # Lost every race: others keep changing the leases, so the slots are in heavy use.
-        return Refused("concurrent_streams", 1.0, _number(old, f"mr{minute}"), _number(old, f"mt{minute}"), reset_s)
+            break
+        else:
+            # Lost every race: others keep changing the leases, so the slots are in heavy use.
+            return Refused("concurrent_streams", 1.0, _number(old, f"mr{minute}"), _number(old, f"mt{minute}"),
+                           reset_s)
+        return Admitted(lease_id, minute, day, _number(item, f"mr{minute}"), _number(item, f"mt{minute}"),
+                        reset_s, _past_windows(item, minute, day))
 
     def _admit_once(self, user_id: str, now: float, lease_id: str, minute: int, day: int, tokens: int,
                     limits: TierLimits, reclaim: dict[str, Any]) -> Item:
@@ -151,7 +162,8 @@ class LimitLedger:
             ":dmax": {"N": str(limits.tokens_per_day - tokens)},
             ":smax": {"N": str(limits.concurrent_streams + len(reclaim))},
         }
-        conditions = ["(attribute_not_exists(#mr) OR #mr <= :rmax)", "(attribute_not_exists(#mt) OR #mt <= :tmax)",
+        conditions = ["attribute_not_exists(#l)",  # an SDK retry of a write that succeeded must not count twice
+                      "(attribute_not_exists(#mr) OR #mr <= :rmax)", "(attribute_not_exists(#mt) OR #mt <= :tmax)",
                       "(attribute_not_exists(#dt) OR #dt <= :dmax)", "(attribute_not_exists(#n) OR #n < :smax)"]
         removes = []
         for index, (name, seen) in enumerate(reclaim.items()):
@@ -215,18 +227,13 @@ class LimitLedger:
     def settle(self, user_id: str, admitted: Admitted, delta: int) -> None:
         """Add `delta` tokens to the admission's windows (negative gives back), free its lease and remove
         past windows' counters. Whatever no longer exists is dropped; settling twice frees nothing more."""
-        lease: str | None = LEASE_PREFIX + admitted.lease_id
+        lease = LEASE_PREFIX + admitted.lease_id
         windows = [f"mt{admitted.minute}", f"dt{admitted.day}"] if delta else []
         for _ in range(MAX_ATTEMPTS):
-            names: dict[str, str] = {}
-            values: dict[str, Any] = {}
-            removes, adds, conditions = [], [], []
-            if lease is not None:
-                names |= {"#l": lease, "#n": "n"}
-                values[":minus"] = {"N": "-1"}
-                removes.append("#l")
-                adds.append("#n :minus")
-                conditions.append("attribute_exists(#l)")  # a released or reclaimed lease frees nothing
+            names = {"#l": lease, "#n": "n"}
+            values: dict[str, Any] = {":minus": {"N": "-1"}}
+            removes, adds = ["#l"], ["#n :minus"]
+            conditions = ["attribute_exists(#l)"]  # a released or reclaimed lease frees nothing
             for index, name in enumerate(windows):
                 names[f"#w{index}"] = name
                 values[":d"] = {"N": str(delta)}
@@ -235,25 +242,21 @@ class LimitLedger:
             for index, name in enumerate(admitted.past):
                 names[f"#p{index}"] = name
                 removes.append(f"#p{index}")
-            if not removes and not adds:
-                return
-            request: dict[str, Any] = {
-                "TableName": self.table_name, "Key": self.key(user_id), "ExpressionAttributeNames": names,
-                "UpdateExpression": " ".join(f"{verb} {', '.join(terms)}"
-                                             for verb, terms in (("REMOVE", removes), ("ADD", adds)) if terms),
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }
-            if values:
-                request["ExpressionAttributeValues"] = values
-            if conditions:
-                request["ConditionExpression"] = " AND ".join(conditions)
             try:
-                self._client().update_item(**request)
+                self._client().update_item(
+                    TableName=self.table_name, Key=self.key(user_id),
+                    UpdateExpression=f"REMOVE {', '.join(removes)} ADD {', '.join(adds)}",
+                    ConditionExpression=" AND ".join(conditions), ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values, ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
             except Exception as exc:
                 if not is_condition_failure(exc):
                     raise
                 old: Item = exc.response.get("Item") or {}  # type: ignore[attr-defined]
-                lease = lease if lease in old else None
+                if lease not in old:
+                    # Settled already (an SDK retry of a write that succeeded), or reclaimed after
+                    # LEASE_TTL_S: the lease is what makes a settlement count once, so nothing is left.
+                    return
                 windows = [name for name in windows if name in old]
                 continue
             return
