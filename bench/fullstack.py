@@ -72,10 +72,15 @@ class Options:
 
 
 def chat_function_memory_mb() -> int:
-    """MemorySize of ChatFunction in template.yaml."""
+    """MemorySize of ChatFunction in template.yaml (the default of its parameter)."""
     from devtools.template_tables import load_template
 
-    return int(load_template()["Resources"]["ChatFunction"]["Properties"]["MemorySize"])
+    template = load_template()
+    size = template["Resources"]["ChatFunction"]["Properties"]["MemorySize"]
+    reference = getattr(size, "value", None)  # !Ref ChatMemorySize
+    if reference is not None:
+        size = template["Parameters"][reference]["Default"]
+    return int(size)
 
 
 @contextmanager

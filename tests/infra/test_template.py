@@ -109,7 +109,8 @@ def test_chat_function_streams_through_the_web_adapter(template: dict[str, Any])
     assert chat["CodeUri"] == "functions/chat/"
     assert chat["Handler"] == "run.sh"
     assert chat["Timeout"] == tag("Ref", "ChatTimeoutSeconds")
-    assert chat["MemorySize"] == 1024
+    assert chat["MemorySize"] == tag("Ref", "ChatMemorySize")
+    assert template["Parameters"]["ChatMemorySize"]["Default"] == 1024
     variables = chat["Environment"]["Variables"]
     assert variables["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
     assert variables["AWS_LWA_INVOKE_MODE"] == "response_stream"
