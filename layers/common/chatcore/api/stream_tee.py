@@ -169,11 +169,13 @@ class LogWriter:
             closing = self._closing
             now = time.monotonic()
             if closing or now >= self._next_flush:
+                # Timed from the write's start, so that with an interval up to STOP_CHECK_S the next
+                # write always comes before a check would: no reads while the answer streams.
+                self._next_flush = now + self.interval_s
                 if self._pending or closing:
                     await self._flush(end=closing)
                 if closing:
                     return
-                self._next_flush = time.monotonic() + self.interval_s
             elif self._checking() and now >= self._last_call + STOP_CHECK_S:
                 await self._check()
 
