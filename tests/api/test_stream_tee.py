@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from chatcore.api.encoders.ui_message_stream import compact
@@ -13,16 +14,20 @@ from chatcore.conversations.stream_log import StreamLog
 
 
 class RecordingLog(StreamLog):
-    """Appends in memory; `stop_requested` answers from `answers` in turn (an exception is raised)."""
+    """Appends in memory (each append waits for `released`); `stop_requested` answers from `answers`
+    in turn (an exception is raised)."""
 
     def __init__(self, answers: list[bool | Exception]) -> None:
         self.answers = answers
+        self.released = threading.Event()
+        self.released.set()
         self.calls: list[tuple[str, int]] = []  # ("append" | "check", seq)
         self.appended: dict[int, bytes] = {}
 
     def append(self, user_id: str, conversation_id: str, prefix: str, seq: int, data: bytes, *,
                end: bool, deadline: float) -> bool:
         self.calls.append(("append", seq))
+        self.released.wait(30)
         self.appended[seq] = data
         return True
 
@@ -82,3 +87,18 @@ async def test_with_an_interval_up_to_a_second_the_writes_are_the_only_checks() 
     assert "check" not in [kind for kind, _ in log.calls]
     logged = b"".join(log.appended[seq] for seq in sorted(log.appended))
     assert compact(logged) == delta("".join(map(str, range(150))))  # every token, in order
+
+
+async def test_chunks_that_arrive_during_the_first_write_wait_for_the_interval() -> None:
+    log = RecordingLog([])
+    log.released.clear()
+    writer = LogWriter(log, "u", "c", "m", interval_s=30.0, deadline=0.0, on_stop=lambda: None)
+    writer.add(delta("a"))
+    await wait_for(lambda: log.calls)  # the first write is under way
+    writer.add(delta("b"))
+    log.released.set()
+    await asyncio.sleep(0.5)  # room for a (wrong) second write at once
+    writer.add(delta("c"))
+    await writer.close()
+    assert log.calls == [("append", 0), ("append", 1)]
+    assert log.appended[1] == delta("bc")

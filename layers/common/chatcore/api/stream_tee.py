@@ -131,6 +131,7 @@ class LogWriter:
         self.stopped = False
         self._pending: list[bytes] = []
         self._size = 0
+        self._started = False
         self._next_flush = time.monotonic() + interval_s
         self._last_call = time.monotonic()
         self._wake = asyncio.Event()
@@ -138,10 +139,12 @@ class LogWriter:
         self._task = background.spawn(self._run())
 
     def add(self, chunk: bytes) -> None:
-        first = self.seq == 0 and not self._pending
+        # The start at once (a resume finds the answer from the outset); what follows it, even while
+        # that first write is under way, waits for the interval.
+        first, self._started = not self._started, True
         self._pending.append(chunk)
         self._size += len(chunk)
-        if first or self._size >= FLUSH_BYTES:  # the start at once: a resume finds the answer from the outset
+        if first or self._size >= FLUSH_BYTES:
             self._next_flush = 0.0
             self._wake.set()
 
