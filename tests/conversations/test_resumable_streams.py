@@ -174,6 +174,68 @@ def test_stop_from_another_invocation_is_noticed_through_the_log(
     assert "".join(e["delta"] for e in events if e["type"] == "text-delta") == stored.text
 
 
+def logged(log: StreamLog, user: str, chat_id: str) -> list[Any]:
+    """The newest answer's log items, in order."""
+    answer = log.latest(user, chat_id)
+    assert answer is not None
+    return log.read(user, chat_id, answer.prefix, 0)
+
+
+def sse_chunks(data: bytes) -> list[Any]:
+    events = [e.removeprefix(b"data: ") for e in data.split(b"\n\n") if e]
+    return [json.loads(e) for e in events if e != b"[DONE]"]
+
+
+@needs_node
+def test_sdk_resume_rebuilds_the_answer_from_compacted_batches(
+        stored_app_server: StartServer, store_settings: Callable[..., Any], dynamodb: Any, user: str,
+        poll: Callable[..., Any]) -> None:
+    """At the default interval (2 s) each batch holds one merged delta; the AI SDK rebuilds the same text."""
+    url, store = stored_app_server(resumable_streams=True)
+    chat_id = f"c-{uuid.uuid4().hex[:8]}"
+    result = sdk(url, "drop", chat_id, user)
+
+    resumed = result["resumed"][0]
+    assert resumed["status"] == "ready" and resumed["error"] is None, resumed["error"]
+    stored = stored_answer(store, user, chat_id, poll, "complete")
+    assert len(tokenize(stored.text)) == 200
+    assert text_of(resumed) == stored.text
+    batches = logged(StreamLog(store_settings(), client=dynamodb), user, chat_id)
+    deltas = [[c["delta"] for c in sse_chunks(b.data) if c["type"] == "text-delta"] for b in batches]
+    assert all(len(d) <= 1 for d in deltas), deltas  # 200 tokens, one merged delta per batch
+    assert 2 <= len(batches) < 20
+    assert "".join(d for batch in deltas for d in batch) == stored.text
+
+
+def test_a_stop_marker_is_found_between_batch_writes(
+        stored_app_server: StartServer, store_settings: Callable[..., Any], dynamodb: Any, user: str,
+        poll: Callable[..., Any]) -> None:
+    """With writes far apart, the writer's stop check (not a failed write) ends the answer: the log holds
+    the first batch, the marker, and the last batch, nothing between."""
+    url, store = stored_app_server(resumable_streams=True, stream_flush_ms=30_000)
+    chat_id = f"c-{uuid.uuid4().hex[:8]}"
+    model = "mock/lorem?tokens=400&pace_ms=20"  # 8 s of answer if nothing stops it
+    reader = Reader(url, user, chat_body(chat_id, model))
+    reader.start()
+    assert reader.first_delta.wait(30)
+    log = StreamLog(store_settings(), client=dynamodb)
+    stopped = poll(lambda: log.request_stop(user, chat_id))  # the first batch may not be written yet
+    reader.join(60)
+
+    events = reader.events()
+    assert events[-1]["type"] == "finish" and events[-1]["finishReason"] == "stop"
+    assert events[-1]["messageMetadata"]["stopped"] is True
+    assert reader.chunks[-1] == "[DONE]"
+    stored = stored_answer(store, user, chat_id, poll, "stopped")
+    assert stored.id == stopped.message_id
+    assert 0 < len(tokenize(stored.text)) < 400
+    assert "".join(e["delta"] for e in events if e["type"] == "text-delta") == stored.text
+    batches = logged(log, user, chat_id)
+    assert [(b.seq, b.stop, b.end) for b in batches] == [(0, False, False), (1, True, False), (2, False, True)]
+    replayed = [c for b in batches for c in sse_chunks(b.data)]
+    assert "".join(c["delta"] for c in replayed if c["type"] == "text-delta") == stored.text
+
+
 def test_another_user_cannot_resume_or_stop_and_the_owner_is_unaffected(
         stored_app_server: StartServer, user: str, poll: Callable[..., Any]) -> None:
     url, store = stored_app_server(resumable_streams=True, stream_flush_ms=100)

@@ -143,7 +143,7 @@ class Settings:
 
     # Resumable streams and the stop endpoint (README "Resume and stop").
     resumable_streams: bool = False  # log each answer's chunks in DynamoDB; a dropped client no longer cancels it
-    stream_flush_ms: int = 1000  # how often the log is written (and a stop from elsewhere is noticed)
+    stream_flush_ms: int = 2000  # how often the log is written (a stop from elsewhere is checked every 1 s between)
 
     # Authentication and limits (docs/security.md).
     auth_mode: str = "none"  # none | jwt | api_key; in Lambda it must be set explicitly
@@ -280,7 +280,7 @@ class Settings:
             memory=memory,
             conversation_ttl_days=_int("CONVERSATION_TTL_DAYS", 30),
             resumable_streams=_bool("RESUMABLE_STREAMS", False),
-            stream_flush_ms=max(_int("STREAM_FLUSH_MS", 1000), 50),
+            stream_flush_ms=max(_int("STREAM_FLUSH_MS", 2000), 50),
             max_stored_message_bytes=_int("MAX_STORED_MESSAGE_BYTES", 300_000),
             history_max_chars=_int("HISTORY_MAX_CHARS", 2_000_000),
             summarize_function_name=_str("SUMMARIZE_FUNCTION_NAME") or None,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, get_args
 
 import pytest
-from chatcore.api.encoders.ui_message_stream import encode_ui_message_stream
+from chatcore.api.encoders.coalesce import PING
+from chatcore.api.encoders.ui_message_stream import compact, encode_ui_message_stream
 from chatcore.events import (
     ErrorEvent,
     Event,
@@ -17,6 +19,8 @@ from chatcore.events import (
     ResponseInfo,
     Start,
     TextDelta,
+    ToolInputReady,
+    ToolInputStart,
     Usage,
     UsageReport,
 )
@@ -184,3 +188,53 @@ async def test_any_delta_sequence_obeys_the_client_ordering_rules(
     assert chunks[-1]["finishReason"] == ("error" if failed else "stop")
     if not failed:
         assert not open_ids  # a finished answer closes its last part
+
+
+async def pieces(events: Sequence[Event]) -> list[bytes]:
+    return [piece async for piece in encode_ui_message_stream(from_list(events))]
+
+
+async def test_compact_merges_each_parts_deltas_and_keeps_every_other_chunk(
+        sse_data: Callable[[bytes], list[str]]) -> None:
+    """What the stream log stores: one delta per run of a part's deltas, pings dropped, the rest as is."""
+    chunks = await pieces([START, ReasoningDelta("Let me "), ReasoningDelta("think."), TextDelta("Hel"),
+                           TextDelta("lo 🎉"), TextDelta(" lone \ud800"), ToolInputStart(call_id="c1", name="f"),
+                           ToolInputReady(call_id="c1", name="f", input={}), TextDelta("a"), TextDelta("b"),
+                           Finish(reason="stop")])
+    body = b"".join(chunks[:3]) + PING + b"".join(chunks[3:])  # a ping between two deltas of one part
+    compacted = chunks_of(compact(body), sse_data)
+    full = chunks_of(b"".join(chunks), sse_data)
+    assert [(c["type"], c.get("id"), c.get("delta")) for c in compacted if "delta" in c["type"]] == [
+        ("reasoning-delta", "r0", "Let me think."), ("text-delta", "t1", "Hello 🎉 lone \ud800"),
+        ("text-delta", "t2", "ab")]
+    assert [c for c in compacted if "delta" not in c["type"]] == [c for c in full if "delta" not in c["type"]]
+    assert b": ping" not in compact(body)
+
+
+def _rebuilt(chunks: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """What a client builds: the non-delta chunks in order, and each part's text by id."""
+    others = [c for c in chunks if not c["type"].endswith("-delta")]
+    texts: dict[str, str] = {}
+    for chunk in chunks:
+        if chunk["type"].endswith("-delta"):
+            texts[chunk["id"]] = texts.get(chunk["id"], "") + chunk["delta"]
+    return others, texts
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(deltas=st.lists(_delta, max_size=16), cuts=st.lists(st.integers(min_value=0, max_value=40), max_size=4),
+       ping_at=st.integers(min_value=0, max_value=40))
+async def test_compacted_batches_rebuild_exactly_the_answer(
+        deltas: list[Event], cuts: list[int], ping_at: int, sse_data: Callable[[bytes], list[str]]) -> None:
+    """Cut into batches anywhere between writes and each batch compacted, a reader rebuilds the same message."""
+    chunks = await pieces([START, *deltas, Finish(reason="stop")])
+    chunks.insert(min(ping_at, len(chunks) - 1), PING)
+    bounds = sorted({min(c, len(chunks)) for c in cuts} | {0, len(chunks)})
+    batches = [compact(b"".join(chunks[lo:hi])) for lo, hi in itertools.pairwise(bounds)]
+    logged = chunks_of(b"".join(batches), sse_data)
+    assert _rebuilt(logged) == _rebuilt(chunks_of(b"".join(c for c in chunks if c != PING), sse_data))
+    for batch in batches:  # within a batch, no two deltas of one part follow each other
+        parsed = [json.loads(data) for data in (sse_data(batch) if batch else []) if data != "[DONE]"]
+        kinds = [(c["type"], c["id"]) for c in parsed if c["type"].endswith("-delta")]
+        assert all(a != b for a, b in itertools.pairwise(kinds))
+    assert compact(b"".join(batches)) == compact(b"".join(chunks))  # compacting again merges across batches

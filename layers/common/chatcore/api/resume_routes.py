@@ -11,8 +11,10 @@ off); 404 when the caller has no such conversation.
 
 Stop: ends the caller's answer in this conversation wherever it runs: in this process at once
 (`chatcore.generations`), in another invocation through a stop marker in the log, which the
-generator notices at its next batch write (within `STREAM_FLUSH_MS`). 202 when a stop was asked,
-204 when nothing is being generated, 404 when the caller has no such conversation.
+generator notices within about 1 s: its batch writes (every `STREAM_FLUSH_MS`, 2 s by default)
+fail on the marker, and between them it reads the marker's key once a second has passed since it
+last called DynamoDB (`StreamLog.stop_requested`). 202 when a stop was asked, 204 when nothing is
+being generated, 404 when the caller has no such conversation.
 """
 
 from __future__ import annotations

@@ -4,12 +4,15 @@ replay and follow them (`GET /api/chat/{id}/stream`) or stop them (`POST /api/ch
 Items live in the conversation's partition (the user is in the key, as for every conversation item):
 
 - `sk = L#<16-digit start microseconds>#<message id>#<6-digit seq>`: one batch of UI message stream
-  bytes (zlib-compressed, attribute `z`), written in order by the generating invocation; the last one
-  has `end = true`. The start time in the key makes one descending Query (`Limit 1`) find the newest
+  bytes (each run of deltas merged into one, then zlib-compressed: attribute `z`; a 2 s batch stays
+  under 1 KB, one write unit, even at 150 tokens/s), written in order by the generating invocation;
+  the last one has `end = true`. The start time in the key makes one descending Query (`Limit 1`) find the newest
   answer's latest batch: no separate pointer item to write or clean up.
 - a stop marker: an item at the next free `seq` with `stop = true`, written by a stop request. The
-  generator's own conditional write of that `seq` then fails, which is how it learns (within one
-  flush interval, whichever invocation it runs in) that it must stop; it writes its last batch
+  generator learns of it, whichever invocation it runs in, when its own conditional write of that
+  `seq` fails (batches are written every `STREAM_FLUSH_MS`, 2 s by default) or, between writes,
+  from `stop_requested`: one consistent read of that key once a second has passed since it last
+  called DynamoDB. So a stop is noticed within about 1 s; the generator writes its last batch
   after the marker.
 
 `L#` sorts after `I#` and before `M#` and `META`, so the chat turn's read (`sk >= "M#"`) and the
@@ -102,6 +105,16 @@ class StreamLog:
                 return False
             raise
         return True
+
+    def stop_requested(self, user_id: str, conversation_id: str, prefix: str, seq: int) -> bool:
+        """Whether a stop marker holds batch `seq` (the generator's next): one consistent GetItem.
+
+        Only a stop request writes a `seq` its generator has not written yet, so the key alone says it.
+        """
+        response = self.client.get_item(
+            TableName=self.table, ConsistentRead=True, ProjectionExpression="pk",
+            Key={"pk": {"S": conversation_pk(user_id, conversation_id)}, "sk": {"S": _sk(prefix, seq)}})
+        return "Item" in response
 
     def latest(self, user_id: str, conversation_id: str) -> LoggedAnswer | None:
         """The newest logged answer of the conversation (ended or not), or None."""

@@ -6,6 +6,7 @@ shared/reference/ai-sdk-protocol.md for the chunk schema this follows.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -52,6 +53,44 @@ def _chunk(payload: dict[str, Any]) -> bytes:
 # The ending when encoding itself fails mid-stream (the client stops at `error`; the rest is protocol).
 FAILURE = (b'data: {"type":"error","errorText":"The response failed unexpectedly."}\n\n'
            b'data: {"type":"finish","finishReason":"error"}\n\n' + DONE)
+
+
+_MERGED_PREFIXES = (b'data: {"type":"text-delta",', b'data: {"type":"reasoning-delta",')
+_DELTA_KEYS = ("type", "id", "delta")
+
+
+def compact(data: bytes) -> bytes:
+    """`data` (whole UI message stream events) with each run of text or reasoning deltas of one part
+    merged into one delta, and SSE comments (keep-alive pings) dropped; every other chunk is kept
+    as it is, in order. A client reading it rebuilds the same message from fewer, larger deltas.
+
+    Only the two delta types are parsed (their JSON starts with the type, as `_chunk` writes it).
+    """
+    out: list[bytes] = []
+    run: dict[str, Any] | None = None  # the delta being merged
+
+    def end_run() -> None:
+        nonlocal run
+        if run is not None:
+            out.append(_chunk(run))
+            run = None
+
+    for event in data.split(b"\n\n"):
+        if not event or event.startswith(b":"):
+            continue
+        if event.startswith(_MERGED_PREFIXES):
+            chunk = json.loads(event[6:])
+            if tuple(chunk) == _DELTA_KEYS:
+                if run is not None and run["type"] == chunk["type"] and run["id"] == chunk["id"]:
+                    run["delta"] += chunk["delta"]
+                else:
+                    end_run()
+                    run = chunk
+                continue
+        end_run()
+        out.append(event + b"\n\n")
+    end_run()
+    return b"".join(out)
 
 
 def message_metadata(start: Start | None, info: ResponseInfo | None, usage: Usage | None,
