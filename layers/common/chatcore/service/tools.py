@@ -12,8 +12,10 @@ An HTTP tool is a POST of `{"toolName", "toolCallId", "input"}` as JSON; the JSO
 its output (a non-JSON body is its output as text). An MCP tool is called on a remote MCP server over
 streamable HTTP through the official `mcp` SDK (imported on first use, so the cold start does not pay
 for it); an MCP tool without `description`/`inputSchema` takes them from the server's tool list,
-read on first use and cached. Header values may be `{"secret": "<name>", "prefix"?: "Bearer "}`, a
-secret fetched like provider keys (`chatcore.secrets`).
+read on first use and cached; a failed listing leaves the server's tools out of the turns that follow
+until a backoff ends (30 s, doubling up to 5 min), so a down server does not slow every chat.
+Header values may be `{"secret": "<name>", "prefix"?: "Bearer "}`, a secret fetched like provider
+keys (`chatcore.secrets`).
 
 Tool input is checked against the tool's JSON Schema with `jsonschema` (installed with `mcp`); a
 failure is a tool-input error the model sees. Every error text a client may see is sanitized like a
@@ -24,7 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from chatcore import errors
 from chatcore.errors import safe_message
 from chatcore.messages import ToolCall, ToolSpec
-from chatcore.observability import get_logger
+from chatcore.observability import emit_metrics, get_logger
 from chatcore.settings import Settings
 
 if TYPE_CHECKING:  # httpx is imported when a tool first runs: the cold start does not pay for it
@@ -246,12 +249,35 @@ class _McpListing:
     tools: dict[str, Any] = field(default_factory=dict)  # name -> the server's Tool
 
 
-class McpExecutor:
-    """Calls tools on remote MCP servers (streamable HTTP) through the `mcp` SDK; their lists are cached."""
+class McpServerUnavailable(Exception):
+    """An MCP server's tool list could not be read (now, or recently: it is backing off)."""
 
-    def __init__(self) -> None:
-        self._listings: dict[str, _McpListing] = {}
-        self._lock = asyncio.Lock()
+
+@dataclass
+class _McpServer:
+    """What one MCP server's listing is: cached, being read, or failed and backing off until `retry_at`."""
+
+    listing: _McpListing | None = None
+    reading: asyncio.Future[_McpListing | None] | None = None
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class McpExecutor:
+    """Calls tools on remote MCP servers (streamable HTTP) through the `mcp` SDK; their lists are cached.
+
+    A failed listing is remembered per server: the next turns go on without that server's tools, at
+    once, until a backoff (`backoff_s`, doubling per failure up to `max_backoff_s`) ends and one turn
+    lists again. Concurrent turns share one listing attempt per server, and never wait for another
+    server's, so a down tool server does not slow every chat.
+    """
+
+    def __init__(self, *, backoff_s: float = 30.0, max_backoff_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._servers: dict[str, _McpServer] = {}
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._clock = clock
 
     async def _session_call(self, execute: _McpExecute, timeout_s: float, work: Any) -> Any:
         import httpx
@@ -266,22 +292,46 @@ class McpExecutor:
             return await work(session)
 
     async def listing(self, execute: _McpExecute, timeout_s: float) -> _McpListing:
-        """The server's tools, listed on first use and then cached for the process."""
-        cached = self._listings.get(execute.url)
-        if cached is not None:
-            return cached
-        async with self._lock:
-            cached = self._listings.get(execute.url)
-            if cached is not None:
-                return cached
+        """The server's tools, listed on first use and then cached for the process.
 
-            async def list_all(session: Any) -> _McpListing:
-                result = await session.list_tools()
-                return _McpListing({t.name: t for t in result.tools})
+        Raises `McpServerUnavailable` when the listing failed, or failed recently (backing off).
+        """
+        server = self._servers.setdefault(execute.url, _McpServer())
+        if server.listing is not None:
+            return server.listing
+        if server.reading is None:
+            if self._clock() < server.retry_at:
+                raise McpServerUnavailable(execute.url)
+            server.reading = asyncio.ensure_future(self._read(server, execute, timeout_s))
+        # Shielded: a turn that is cancelled (its client left) does not cancel the others' listing.
+        listing = await asyncio.shield(server.reading)
+        if listing is None:
+            raise McpServerUnavailable(execute.url)
+        return listing
 
+    async def _read(self, server: _McpServer, execute: _McpExecute, timeout_s: float) -> _McpListing | None:
+        """One listing attempt; records its outcome and never raises (nobody may be waiting for it)."""
+
+        async def list_all(session: Any) -> _McpListing:
+            result = await session.list_tools()
+            return _McpListing({t.name: t for t in result.tools})
+
+        try:
             listing = await asyncio.wait_for(self._session_call(execute, timeout_s, list_all), timeout_s)
-            self._listings[execute.url] = listing
-            return listing
+        except Exception as exc:
+            server.failures += 1
+            backoff = min(self._backoff_s * 2 ** (server.failures - 1), self._max_backoff_s)
+            server.retry_at = self._clock() + backoff
+            # Once per failed attempt, not per turn: the turns in between skip the server silently.
+            get_logger().warning("mcp tool list failed", extra={
+                "mcp_server": _server_name(execute.url), "error": type(exc).__name__,
+                "failures": server.failures, "retry_in_s": backoff})
+            emit_metrics("chat", {}, {"McpListFailures": (1, "Count")})
+            return None
+        finally:
+            server.reading = None
+        server.listing, server.failures, server.retry_at = listing, 0, 0.0
+        return listing
 
     async def run(self, tool: ServerTool, call: ToolCall, timeout_s: float) -> Any:
         execute = tool.execute
@@ -314,17 +364,25 @@ class McpExecutor:
         return [c.model_dump(mode="json", exclude_none=True) for c in result.content]
 
 
+def _server_name(url: str) -> str:
+    """The server's host and port for logs: a URL's path or query may carry a token."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc.rpartition("@")[2]
+
+
 # --- The per-process registry and the per-turn toolset ----------------------------------------
 
 
 class ToolRegistry:
     """The operator's server tools (one per process) and how to run them."""
 
-    def __init__(self, settings: Settings, tools: dict[str, ServerTool] | None = None) -> None:
+    def __init__(self, settings: Settings, tools: dict[str, ServerTool] | None = None,
+                 mcp: McpExecutor | None = None) -> None:
         self.settings = settings
         self._tools = tools if tools is not None else load_tools(settings)  # a bad document fails the cold start
         self.http = HttpExecutor()
-        self.mcp = McpExecutor()
+        self.mcp = mcp or McpExecutor()
         self._resolved: dict[str, ServerTool] = {}
 
     @property
@@ -332,29 +390,34 @@ class ToolRegistry:
         return bool(self._tools)
 
     async def server_tools(self) -> dict[str, ServerTool]:
-        """The server tools, MCP ones completed from their server's list (one not reachable is left out)."""
-        tools: dict[str, ServerTool] = {}
-        for name, tool in self._tools.items():
-            if isinstance(tool.execute, _McpExecute) and (tool.input_schema is None or tool.description is None):
-                resolved = self._resolved.get(name)
-                if resolved is None:
-                    try:
-                        listing = await self.mcp.listing(tool.execute, tool.execute.timeoutS)
-                    except Exception as exc:
-                        get_logger().warning("mcp tool list failed", extra={"tool": name,
-                                                                          "error": type(exc).__name__})
-                        continue
-                    remote = listing.tools.get(tool.execute.tool or name)
-                    if remote is None:
-                        get_logger().warning("mcp server has no such tool", extra={"tool": name})
-                        continue
-                    resolved = ServerTool(name, tool.description or remote.description or "",
-                                          tool.input_schema or dict(remote.inputSchema), tool.execute,
-                                          tool.needs_approval)
-                    self._resolved[name] = resolved
-                tool = resolved
-            tools[name] = tool
-        return tools
+        """The server tools, MCP ones completed from their server's list (one not reachable is left out).
+
+        The MCP servers still to list are listed concurrently, so a slow one delays a turn by its own
+        timeout at most, and a failed one not at all while it backs off (`McpExecutor`).
+        """
+        incomplete = {name for name, tool in self._tools.items() if isinstance(tool.execute, _McpExecute)
+                      and (tool.input_schema is None or tool.description is None)}
+        pending = [self._tools[name] for name in incomplete if name not in self._resolved]
+        if pending:
+            await asyncio.gather(*(self._resolve(tool) for tool in pending))
+        return {name: self._resolved[name] if name in incomplete else tool for name, tool in self._tools.items()
+                if name not in incomplete or name in self._resolved}
+
+    async def _resolve(self, tool: ServerTool) -> None:
+        """Complete an MCP tool's description and schema from its server's list (left out if unavailable)."""
+        execute = tool.execute
+        assert isinstance(execute, _McpExecute)
+        try:
+            listing = await self.mcp.listing(execute, execute.timeoutS)
+        except McpServerUnavailable:
+            return  # logged once per failed listing by the executor
+        remote = listing.tools.get(execute.tool or tool.name)
+        if remote is None:
+            get_logger().warning("mcp server has no such tool", extra={"tool": tool.name})
+            return
+        self._resolved[tool.name] = ServerTool(tool.name, tool.description or remote.description or "",
+                                               tool.input_schema or dict(remote.inputSchema), execute,
+                                               tool.needs_approval)
 
     async def toolset(self, client_tools: tuple[ToolSpec, ...]) -> Toolset:
         """The tools one turn offers: the server's, then the client's (a name clash is a 400)."""
