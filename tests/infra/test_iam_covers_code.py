@@ -15,15 +15,17 @@ only reads a conversation and updates its summary.
 from __future__ import annotations
 
 import ast
+import fnmatch
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devtools.template_tables import load_template
+from devtools.template_tables import CloudFormationTag, load_template
 
 from .conftest import REPO_ROOT
-from .test_template import walk
+from .test_template import as_list, walk
 
 LAYER = REPO_ROOT / "layers" / "common"
 ENTRIES = {
@@ -169,3 +171,102 @@ def test_policy_allows_exactly_the_dynamodb_calls_the_code_makes(function: str) 
     implied = set().union(*(IMPLIED.get(call, set()) for call in calls))
     unused = allowed - calls - implied
     assert not unused, f"{function} is allowed {sorted(unused)} but never calls it (least privilege)"
+
+
+# --- Secrets read for server tools' headers -------------------------------------------------------
+
+STACK = "chat-backend-dev"
+PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::StackName": STACK}
+SECRET_ACTIONS = {"secretsmanager:GetSecretValue", "ssm:GetParameter"}
+
+
+def fetches_tool_secrets(sources: set[Path], entry: Path) -> bool:
+    """Whether the reachable code fetches a secret for a tool: `fetch_secret(..., "tool")`, called directly
+    or handed to `asyncio.to_thread`."""
+    for root in reachable_code(sources, entry):
+        for node in ast.walk(root):
+            if isinstance(node, ast.Call) and "fetch_secret" in mentioned_names([node.func, *node.args]) \
+                    and any(isinstance(a, ast.Constant) and a.value == "tool" for a in node.args):
+                return True
+    return False
+
+
+def substituted(value: Any) -> str | None:
+    """A `!Sub` of pseudo parameters resolved for the stack above; None for anything else (an ARN derived from
+    a parameter, such as a provider key's, grants what that parameter names, never the tools' names)."""
+    if not (isinstance(value, CloudFormationTag) and value.tag == "Sub" and isinstance(value.value, str)):
+        return None
+    if any(name not in PSEUDO for name in re.findall(r"\$\{([^}]+)\}", value.value)):
+        return None
+    return re.sub(r"\$\{([^}]+)\}", lambda m: PSEUDO[m.group(1)], value.value)
+
+
+def secret_statements(template: dict[str, Any], function: str) -> list[tuple[str, dict[str, Any]]]:
+    """(condition or "", statement) of the function's own secret-reading statements (its inline policies)."""
+    found = []
+    for policy in template["Resources"][function]["Properties"].get("Policies", []):
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            condition, candidate = ((statement.value[0], statement.value[1])
+                                    if isinstance(statement, CloudFormationTag) else ("", statement))
+            if isinstance(candidate, dict) and set(as_list(candidate["Action"])) & SECRET_ACTIONS:
+                found.append((condition, candidate))
+    return found
+
+
+def arn_of(name: str) -> str:
+    """The ARN a `chatcore.secrets` name is read from (a Secrets Manager ARN ends in a random suffix)."""
+    if name.startswith("ssm:"):
+        return f"arn:aws:ssm:us-east-1:123456789012:parameter{name[4:]}"
+    return f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{name.removeprefix('secretsmanager:')}-AbC123"
+
+
+def granting(statements: list[tuple[str, dict[str, Any]]], arn: str) -> list[tuple[str, dict[str, Any]]]:
+    """The statements that allow reading `arn`, matching Action and Resource wildcards as IAM does."""
+    action = "ssm:GetParameter" if ":ssm:" in arn else "secretsmanager:GetSecretValue"
+    return [(c, s) for c, s in statements if action in as_list(s["Action"])
+            and any(fnmatch.fnmatchcase(arn, r) for r in map(substituted, as_list(s["Resource"])) if r)]
+
+
+TOOL_SECRETS = (f"{STACK}/tools/orders-token", f"ssm:/{STACK}/tools/orders-token")
+
+
+@pytest.mark.parametrize("function", sorted(ENTRIES))
+def test_only_a_function_that_fetches_tool_secrets_may_read_them(function: str) -> None:
+    template = load_template()
+    statements = secret_statements(template, function)
+    grants = [granting(statements, arn_of(name)) for name in TOOL_SECRETS]
+    if fetches_tool_secrets(reachable_sources(ENTRIES[function]), ENTRIES[function]):
+        assert all(grants), f"{function} fetches tool header secrets without a grant"
+        # Granted only when server tools can be configured at all (ToolsParameterName).
+        assert {condition for grant in grants for condition, _ in grant} == {"HasToolsParameter"}
+    else:
+        assert not any(grants), f"{function} may read tool secrets but never fetches one (least privilege)"
+    assert fetches_tool_secrets(reachable_sources(ENTRIES["ChatFunction"]), ENTRIES["ChatFunction"])
+
+
+@pytest.mark.parametrize("name", [
+    f"{STACK}/tools/orders-token", f"secretsmanager:{STACK}/tools/orders-token", f"ssm:/{STACK}/tools/orders-token",
+    f"ssm:/{STACK}/tools/team/weather-key",
+    f"{STACK}/openai-api-key", f"ssm:/{STACK}/openai-api-key", "chat-backend-prod/tools/orders-token",
+    "ssm:/chat-backend-prod/tools/orders-token", f"{STACK}-tools/orders-token", f"ssm:/{STACK}-tools/x",
+    f"ssm:{STACK}/tools/no-leading-slash", "tools/orders-token", f"other/{STACK}/tools/x",
+])
+def test_a_tool_secret_name_is_accepted_exactly_when_the_chat_role_may_read_it(name: str) -> None:
+    """The cold-start check (`TOOL_SECRET_PREFIX`, as the template sets it) and the grant agree, name by name:
+    a deployed tool never fails on AccessDenied, and the role reads no secret outside the tools' names."""
+    from chatcore.service.tools import parse_tools
+
+    template = load_template()
+    prefix = substituted(template["Resources"]["ChatFunction"]["Properties"]["Environment"]["Variables"]
+                         ["TOOL_SECRET_PREFIX"])
+    tool = {"orders": {"inputSchema": {"type": "object"}, "execute": {
+        "type": "http", "url": "https://orders.internal/tool", "headers": {"authorization": {"secret": name}}}}}
+    try:
+        parse_tools(tool, "test", secret_prefix=prefix)
+        accepted = True
+    except ValueError as exc:
+        assert "must be named" in str(exc)
+        accepted = False
+    assert bool(granting(secret_statements(template, "ChatFunction"), arn_of(name))) is accepted
+    assert accepted is (f"{STACK}/tools/" in name and "-tools" not in name and not name.startswith("other/")
+                        and "no-leading-slash" not in name)

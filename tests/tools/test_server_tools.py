@@ -4,7 +4,7 @@ UI message stream encodings, and stored history: through the app on a real socke
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -170,6 +170,55 @@ def test_a_bad_tools_document_fails_the_cold_start() -> None:
         parse_tools({"x": {"execute": {"type": "http", "url": "http://127.0.0.1/x"}}}, "TOOLS_JSON")
     with pytest.raises(ValueError, match="execute"):
         parse_tools({"x": {"inputSchema": {}, "execute": {"type": "ftp", "url": "ftp://x"}}}, "TOOLS_JSON")
+
+
+@pytest.fixture
+def aws_secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """SSM and Secrets Manager in moto, with the secret caches cleared around the test."""
+    import boto3  # noqa: F401  (moto patches its clients)
+    from aws_lambda_powertools.utilities import parameters
+    from chatcore import secrets
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    secrets.clear_cache()
+    parameters.clear_caches()
+    with mock_aws():
+        yield
+    secrets.clear_cache()
+    parameters.clear_caches()
+
+
+def test_a_header_secret_under_the_stacks_prefix_is_fetched_and_sent(
+        chat_server: Callable[..., str], tool_endpoint: tuple[str, ToolEndpoint], aws_secrets: None) -> None:
+    import boto3
+
+    base, endpoint = tool_endpoint
+    boto3.client("ssm").put_parameter(Name="/chat-test/tools/orders-token", Value="tok-ssm", Type="SecureString")
+    boto3.client("secretsmanager").create_secret(Name="chat-test/tools/orders-key", SecretString='{"api_key": "k-sm"}')
+    headers = {"authorization": {"secret": "ssm:/chat-test/tools/orders-token", "prefix": "Bearer "},
+               "x-api-key": {"secret": "chat-test/tools/orders-key"}}
+    url = chat_server(tools_json=json.dumps({"lookup": http_tool(f"{base}/ok", execute={"headers": headers})}),
+                      tool_secret_prefix="chat-test/tools/")
+    chunks = ui_chunks(post(url, tool_model("lookup", {"city": "Oslo"})).text)
+    assert [c["type"] for c in chunks].count("tool-output-available") == 1
+    assert endpoint.headers[0]["authorization"] == "Bearer tok-ssm" and endpoint.headers[0]["x-api-key"] == "k-sm"
+    assert "tok-ssm" not in json.dumps(chunks) and "k-sm" not in json.dumps(chunks)
+
+
+def test_a_header_secret_outside_the_stacks_prefix_fails_the_cold_start() -> None:
+    """The chat role may read only `<stack>/tools/...`: another name would fail every call with AccessDenied."""
+    from chatcore.service.tools import load_tools
+
+    from tests.conftest import settings_for_tests
+
+    for name in ("ssm:/chat/orders-token", "chat-test/openai-key", "ssm:/chat-prod/tools/orders-token"):
+        tools = {"lookup": http_tool("http://127.0.0.1/ok", execute={"headers": {"authorization": {"secret": name}}})}
+        with pytest.raises(ValueError, match=r"'authorization': secret .* must be named chat-test/tools/<name>"):
+            load_tools(settings_for_tests(tools_json=json.dumps(tools), tool_secret_prefix="chat-test/tools/"))
+        assert load_tools(settings_for_tests(tools_json=json.dumps(tools)))  # no prefix (local): any name
 
 
 def test_an_mcp_tool_is_listed_on_first_use_and_called(chat_server: Callable[..., str],

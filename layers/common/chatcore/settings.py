@@ -183,6 +183,8 @@ class Settings:
     tools_json: str | None = None
     tools_file: str | None = None
     tools_parameter: str | None = None
+    # Set by the template to "<stack>/tools/": the only secrets the chat role may read for tool headers.
+    tool_secret_prefix: str | None = None
     max_tool_steps: int = 5  # model calls in one turn with tool calls
 
     # The opt-in response cache (docs/cache.md).
@@ -321,6 +323,7 @@ class Settings:
             tools_json=_str("TOOLS_JSON") or None,
             tools_file=_str("TOOLS_FILE") or None,
             tools_parameter=_str("TOOLS_PARAMETER") or None,
+            tool_secret_prefix=_str("TOOL_SECRET_PREFIX") or None,
             max_tool_steps=max(_int("MAX_TOOL_STEPS", 5), 1),
             cache_store=_cache_store(),
             cache_ttl_s=_int("CACHE_TTL_S", 86_400),

@@ -105,8 +105,13 @@ class ServerTool:
                         self.input_schema or {"type": "object", "properties": {}})
 
 
-def parse_tools(raw: Any, source: str) -> dict[str, ServerTool]:
-    """Validate a tools document; raises `ValueError` naming what is wrong (a bad one fails the cold start)."""
+def parse_tools(raw: Any, source: str, *, secret_prefix: str | None = None) -> dict[str, ServerTool]:
+    """Validate a tools document; raises `ValueError` naming what is wrong (a bad one fails the cold start).
+
+    With `secret_prefix` (`TOOL_SECRET_PREFIX`, `<stack>/tools/` in a deployment), every header secret
+    must be named under it, the only names the chat function's role may read: a name outside it fails
+    the cold start with that reason instead of every call of the tool with AccessDenied.
+    """
     if not isinstance(raw, dict):
         raise ValueError(f"Invalid tools from {source}: expected an object of tool name -> tool.")
     tools: dict[str, ServerTool] = {}
@@ -126,25 +131,41 @@ def parse_tools(raw: Any, source: str) -> dict[str, ServerTool]:
                 raise ValueError(f"Invalid tool {name!r} from {source}: inputSchema: {schema_problem}")
         if isinstance(parsed.execute, _HttpExecute) and parsed.inputSchema is None:
             raise ValueError(f"Invalid tool {name!r} from {source}: an HTTP tool needs an inputSchema.")
+        if secret_prefix:
+            for header, value in parsed.execute.headers.items():
+                if isinstance(value, _Secret) and not _secret_under(value.secret, secret_prefix):
+                    raise ValueError(
+                        f"Invalid tool {name!r} from {source}: header {header!r}: secret {value.secret!r} must be named "
+                        f"{secret_prefix}<name> (Secrets Manager) or ssm:/{secret_prefix}<name> (SSM), the only "
+                        "names the chat function may read.")
         tools[name] = ServerTool(name, parsed.description, parsed.inputSchema, parsed.execute, parsed.needsApproval)
     return tools
 
 
+def _secret_under(name: str, prefix: str) -> bool:
+    """Whether a secret name (`chatcore.secrets` format) lies under `prefix` in Secrets Manager or SSM."""
+    if name.startswith("ssm:"):
+        return name[4:].startswith("/" + prefix)
+    return name.removeprefix("secretsmanager:").startswith(prefix)
+
+
 def load_tools(settings: Settings) -> dict[str, ServerTool]:
     """The operator's server tools from the first configured source (none configured: none)."""
+    prefix = settings.tool_secret_prefix
     if settings.tools_json:
-        return parse_tools(_json(settings.tools_json, "TOOLS_JSON"), "TOOLS_JSON")
+        return parse_tools(_json(settings.tools_json, "TOOLS_JSON"), "TOOLS_JSON", secret_prefix=prefix)
     if settings.tools_file:
         try:
             text = Path(settings.tools_file).read_text(encoding="utf-8")
         except OSError as exc:
             raise ValueError(f"TOOLS_FILE {settings.tools_file!r} cannot be read: {exc.strerror}") from None
-        return parse_tools(_json(text, settings.tools_file), settings.tools_file)
+        return parse_tools(_json(text, settings.tools_file), settings.tools_file, secret_prefix=prefix)
     if settings.tools_parameter:
         from aws_lambda_powertools.utilities import parameters
 
         value = parameters.get_parameter(settings.tools_parameter, max_age=300)
-        return parse_tools(_json(str(value), f"SSM {settings.tools_parameter}"), f"SSM {settings.tools_parameter}")
+        source = f"SSM {settings.tools_parameter}"
+        return parse_tools(_json(str(value), source), source, secret_prefix=prefix)
     return {}
 
 
