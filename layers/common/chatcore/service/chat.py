@@ -43,9 +43,11 @@ from chatcore.tool_parts import approvals, continued_message
 
 @dataclass(frozen=True, slots=True)
 class ChatResponse:
-    """A started answer: its events (the first one already received) and its response headers."""
+    """A started answer: its events (the first one already received), that first event, and its
+    response headers."""
 
-    events: AsyncIterator[Event]
+    events: AsyncIterator[Event]  # all of them, `first` included
+    first: Event
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -189,4 +191,4 @@ class ChatService:
             await admitted.release()
             raise
         headers = {**admitted.headers, **routing_headers(first), **(cached.headers if cached else {})}
-        return ChatResponse(events=events, headers=headers)
+        return ChatResponse(events=events, first=first, headers=headers)
