@@ -343,6 +343,20 @@ async def test_without_reported_usage_the_estimated_input_and_the_output_seen_ar
     assert leases_held(table) == 0
 
 
+async def test_a_later_steps_output_cap_is_held_but_never_charged_as_prompt(table: Table) -> None:
+    """A tool step reserves its prompt and its output cap; without reported usage only the prompts
+    sent and the output seen are charged."""
+    limiter = limiter_for(table)
+    admission = await limiter.admit(ALICE, 1000, output_cap=900)  # step 1: 100 of prompt, 900 of output cap
+    await admission.reserve_more(1_100, prompt_tokens=200)  # step 2: 200 of prompt, 900 of output cap
+    assert minute_tokens(table) == 2_100
+    await admission.reserve_more(-500, prompt_tokens=300)  # step 3: the earlier steps left enough unused
+    assert minute_tokens(table) == 2_100
+    await drain(admission.settle(events(TextDelta("x" * 40), ErrorEvent("boom", "provider_error"))))
+    assert minute_tokens(table) == 100 + 200 + 300 + 10  # the three prompts, and 40 characters of output
+    assert leases_held(table) == 0
+
+
 async def test_reserving_more_for_a_longer_history_refuses_over_the_budget_and_holds_nothing(table: Table) -> None:
     limiter = limiter_for(table, tokens_per_minute=5_000)
     admission = await limiter.admit(ALICE, 1000, output_cap=500)

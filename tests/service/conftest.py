@@ -63,9 +63,10 @@ def counted() -> CountingProvider:
 
 @pytest.fixture
 def cached_app(serve_asgi: Callable[..., str], table: Table, counted: CountingProvider) -> Callable[..., str]:
-    """Factory: the app with the DynamoDB response cache; `limiter=` replaces the (absent) limits."""
+    """Factory: the app with the DynamoDB response cache; `limiter=` replaces the (absent) limits,
+    `memories=` the (absent) long-term memory."""
 
-    def start(limiter: Limiter | None = None, **overrides: Any) -> str:
+    def start(limiter: Limiter | None = None, memories: Any = None, **overrides: Any) -> str:
         settings = settings_for_tests(table_name=table.name, dynamodb_endpoint_url=table.endpoint,
                                       cache_store="dynamodb", **overrides)
         components = default_components(settings, ProviderRegistry(settings, overrides={"counted": counted}))
@@ -73,6 +74,8 @@ def cached_app(serve_asgi: Callable[..., str], table: Table, counted: CountingPr
         components.cache = ResponseCache(settings, DynamoCacheStore(settings, client=table.client))
         if limiter is not None:
             components.limiter = limiter
+        if memories is not None:  # long-term memory (anything with `recall`), replacing the configured one
+            components.memories = memories
         return serve_asgi(create_app(components=components))
 
     return start

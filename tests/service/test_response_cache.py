@@ -215,6 +215,44 @@ def test_sampling_parameters_are_part_of_the_key(cached_app: Callable[..., str],
     assert counted.calls == 5  # the last one went to the mock provider itself
 
 
+class Digests:
+    """The long-term memory block of each user: whatever `blocks` holds now."""
+
+    def __init__(self, blocks: dict[str, str]) -> None:
+        self.blocks = blocks
+
+    async def recall(self, principal: Any, request: Any) -> str | None:
+        return self.blocks.get(principal.user_id)
+
+
+class LongTermMemoryStub:
+    """Long-term memory as the chat path uses it: only its `recall`."""
+
+    def __init__(self, blocks: dict[str, str]) -> None:
+        self.recall = Digests(blocks)
+
+
+def test_the_users_memories_are_part_of_the_key(cached_app: Callable[..., str], counted: CountingProvider) -> None:
+    """The memory block is in the prompt: an answer given with other memories is never replayed."""
+    blocks = {"alice": "<memories>\n- Alice is vegetarian.\n</memories>",
+              "bob": "<memories>\n- Bob eats everything.\n</memories>"}
+    url = cached_app(cache_scope="tenant:shared", memories=LongTermMemoryStub(blocks))
+    question = "What should I cook tonight?"
+    assert ui_chat(url, question, "alice", headers=CACHE_ON)[0].headers["x-chat-cache"] == "miss"
+    # Same tenant, same request, other memories: a miss, not Alice's answer.
+    assert ui_chat(url, question, "bob", headers=CACHE_ON)[0].headers["x-chat-cache"] == "miss"
+    assert counted.calls == 2
+    # Same memories: a hit, whoever asks.
+    assert ui_chat(url, question, "alice", headers=CACHE_ON)[0].headers["x-chat-cache"] == "hit"
+    blocks["carol"] = blocks["bob"]
+    assert ui_chat(url, question, "carol", headers=CACHE_ON)[0].headers["x-chat-cache"] == "hit"
+    assert counted.calls == 2
+    # Alice asks to remember something: her next identical request is answered anew.
+    blocks["alice"] = "<memories>\n- Alice is vegetarian.\n- Alice is allergic to nuts.\n</memories>"
+    assert ui_chat(url, question, "alice", headers=CACHE_ON)[0].headers["x-chat-cache"] == "miss"
+    assert counted.calls == 3
+
+
 def test_a_deployment_can_turn_the_cache_on_and_a_request_off(cached_app: Callable[..., str],
                                                               counted: CountingProvider) -> None:
     registry = {"deployments": {

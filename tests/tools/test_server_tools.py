@@ -247,7 +247,8 @@ def test_an_mcp_tool_is_listed_on_first_use_and_called(chat_server: Callable[...
 
 def test_each_later_step_is_reserved_against_the_token_budget(chat_server: Callable[..., str], table: Any,
                                                               tool_endpoint: tuple[str, ToolEndpoint]) -> None:
-    """The first step fits the budget; the step after the tool does not: an in-stream error, no model call."""
+    """The first step fits the budget; the turn with the step after the tool does not (what the first
+    step used plus the second's prompt and output cap): an in-stream error, no model call."""
     import dataclasses
 
     from chatcore.api.app import default_components
@@ -258,7 +259,9 @@ def test_each_later_step_is_reserved_against_the_token_budget(chat_server: Calla
     from tests.conftest import settings_for_tests
 
     base, endpoint = tool_endpoint
-    settings = settings_for_tests(tools_json=json.dumps({"lookup": http_tool(f"{base}/ok")}), max_output_tokens=1000)
+    # About 350 tokens of system prompt: one step (~360 + 1,000 of output) fits 1,500, two do not.
+    settings = settings_for_tests(tools_json=json.dumps({"lookup": http_tool(f"{base}/ok")}), max_output_tokens=1000,
+                                  system_prompt="Answer briefly. " * 88)
     limits = TierLimits(requests_per_minute=100, tokens_per_minute=1_500, tokens_per_day=10**6, concurrent_streams=5)
     limiter = DynamoDBLimiter(table.name, LimitPolicy({"free": limits}), lambda: table.client, lease_ttl_s=60)
     components = dataclasses.replace(default_components(settings, ProviderRegistry(settings)), limiter=limiter)

@@ -103,6 +103,16 @@ def with_memories(system: str | None, memories: str | None) -> str | None:
     return f"{system}\n\n{memories}" if system else memories
 
 
+def prompt_tokens(messages: Sequence[Message], system: str | None, summary: str | None = None,
+                  memories: str | None = None, calibration: float = DEFAULT_CHARS_PER_TOKEN) -> int:
+    """The estimated input tokens of the whole prompt before fitting, as `fit_prompt` counts them: the
+    system text with the memory block and the summary, and every message with its tool calls and
+    results and its files (at the largest per-provider figure)."""
+    chars_per_token = calibration if calibration > 0 else DEFAULT_CHARS_PER_TOKEN
+    preamble = with_summary(with_memories(system, memories), summary)
+    return _system_tokens(preamble, chars_per_token) + sum(_message_tokens(m, chars_per_token) for m in messages)
+
+
 def fit_prompt(messages: Sequence[Message], system: str | None, summary: str | None, context_window: int,
                max_output_tokens: int, calibration: float = DEFAULT_CHARS_PER_TOKEN,
                provider: str | None = None, memories: str | None = None) -> FittedPrompt:

@@ -46,7 +46,7 @@ async def respond(request: Request, body: ChatRequestBody, encode: Encoder, head
     answer = await request.app.state.chat.stream(principal, chat_request, request_id=rid,
                                                  deadline_s=lambda_deadline_s(request))
     # Stoppable; with RESUMABLE_STREAMS also logged and generated to its end (see stream_tee.py).
-    chunks = answer_chunks(answer.events, encode, user_id=principal.user_id,
+    chunks = answer_chunks(answer.first, answer.events, encode, user_id=principal.user_id,
                            conversation_id=chat_request.conversation_id, settings=parts.settings,
                            log=request.app.state.stream_log if resumable else None)
     # Tokens that arrive together leave in one write (see encoders/coalesce.py).

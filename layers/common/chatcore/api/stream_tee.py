@@ -14,6 +14,10 @@
   its end and stored. A stop from another invocation is a marker in the log: a batch write that
   fails on it, or the read the writer makes between writes once a second has passed since it last
   called DynamoDB, finds it, so the answer stops within about 1 s wherever the stop was asked.
+  A failed batch write is kept and retried with the next batch; the last one (`finish`, `[DONE]`)
+  has no next, so it is retried `FINAL_ATTEMPTS` times with a short backoff (about 2 s in all,
+  which the response's completion waits for). If it still fails, followers end once they find the
+  answer stored (`resume_routes.follow`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ Encoder = Callable[[AsyncIterator[Event]], AsyncIterator[bytes]]
 FLUSH_BYTES = 65_536
 STOP_CHECK_S = 1.0  # the longest the generator goes without asking DynamoDB whether it was stopped
 DEADLINE_MARGIN_S = 30.0  # the log's deadline: the longest answer, plus this
+FINAL_ATTEMPTS = 4  # writes of the last batch (it carries `finish` and `[DONE]`) before giving up
+FINAL_BACKOFF_S = 0.25  # before the second attempt; doubled each time (0.25 + 0.5 + 1 s in all)
 
 
 class _End:
@@ -50,13 +56,6 @@ class _End:
 
 
 _STOP = object()
-
-
-async def _prepend(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
-    async with closing(rest) as source:
-        yield first
-        async for event in source:
-            yield event
 
 
 async def stoppable(events: AsyncIterator[Event], generation: generations.Generation) -> AsyncIterator[Event]:
@@ -190,23 +189,36 @@ class LogWriter:
 
     async def _flush(self, *, end: bool) -> None:
         raw, self._pending, self._size = b"".join(self._pending), [], 0
-        data = raw
-        try:
-            data = await asyncio.to_thread(ui_message_stream.compact, raw)
-            while not await asyncio.to_thread(self.log.append, self.user_id, self.conversation_id, self.prefix,
-                                              self.seq, data, end=end, deadline=self.deadline):
-                self.writes += 1
-                self._stop()
-        except Exception as exc:  # storage trouble must not break the answer: retry with the next batch
-            self._pending.insert(0, data)
-            self._size += len(data)
-            get_logger().warning("stream log write failed", extra={"error": type(exc).__name__, "final": end})
-            emit_metrics("chat", {}, {"StreamLogWriteFailures": (1, "Count")})
+        data: bytes | None = None
+        # A failed batch is retried with the next one; the last has no next, so it is retried here,
+        # briefly (the response's completion waits for it): without it, every follower would wait for
+        # the answer's deadline.
+        attempts = FINAL_ATTEMPTS if end else 1
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(FINAL_BACKOFF_S * 2 ** (attempt - 1))
+            try:
+                if data is None:
+                    data = await asyncio.to_thread(ui_message_stream.compact, raw)
+                while not await asyncio.to_thread(self.log.append, self.user_id, self.conversation_id, self.prefix,
+                                                  self.seq, data, end=end, deadline=self.deadline):
+                    self.writes += 1
+                    self._stop()
+            except Exception as exc:  # storage trouble must not break the answer
+                get_logger().warning("stream log write failed",
+                                     extra={"error": type(exc).__name__, "final": end, "attempt": attempt + 1})
+                emit_metrics("chat", {}, {"StreamLogWriteFailures": (1, "Count")})
+                continue
+            finally:
+                self._last_call = time.monotonic()
+            self.seq += 1
+            self.writes += 1
             return
-        finally:
-            self._last_call = time.monotonic()
-        self.seq += 1
-        self.writes += 1
+        # Kept for the next batch; after the last one, followers find the stored answer instead
+        # (resume_routes.follow).
+        kept = raw if data is None else data
+        self._pending.insert(0, kept)
+        self._size += len(kept)
 
     async def _check(self) -> None:
         try:
@@ -223,40 +235,29 @@ class LogWriter:
             self._stop()
 
 
-async def answer_chunks(events: AsyncIterator[Event], encode: Encoder, *, user_id: str,
+async def answer_chunks(first: Event, events: AsyncIterator[Event], encode: Encoder, *, user_id: str,
                         conversation_id: str | None, settings: Settings,
                         log: StreamLog | None) -> AsyncIterator[bytes]:
-    """The response body's chunks for one answer (see the module docstring)."""
-    try:
-        first = await anext(events)  # already received (the service primes the stream)
-    except BaseException:
-        await aclose(events)
-        raise
-    stream = _prepend(first, events)
+    """The response body's chunks for one answer (see the module docstring): `events` is the whole
+    answer, `first` its first event, already received (`ChatService.stream` primes the stream)."""
     if conversation_id is None or not isinstance(first, Start):  # nothing to address it by
-        async with closing(encode(stream)) as chunks:
+        async with closing(encode(events)) as chunks:
             async for chunk in chunks:
                 yield chunk
         return
     generation = generations.register(user_id, conversation_id, first.message_id)
     if log is None:
         try:
-            async with closing(encode(stoppable(stream, generation))) as chunks:
+            async with closing(encode(stoppable(events, generation))) as chunks:
                 async for chunk in chunks:
                     yield chunk
         finally:
             generations.unregister(generation)
         return
     # From here the background task owns the answer: closing this generator only detaches the client.
-    async with closing(_tee(encode(stoppable(stream, generation)), generation, log, settings)) as live:
+    async with closing(_tee(encode(stoppable(events, generation)), generation, log, settings)) as live:
         async for chunk in live:
             yield chunk
-
-
-async def aclose(stream: AsyncIterator[Any]) -> None:
-    close: Any = getattr(stream, "aclose", None)
-    if close is not None:
-        await close()
 
 
 async def _tee(chunks: AsyncIterator[bytes], generation: generations.Generation, log: StreamLog,

@@ -15,6 +15,10 @@ Items live in the conversation's partition (the user is in the key, as for every
   called DynamoDB. So a stop is noticed within about 1 s; the generator writes its last batch
   after the marker.
 
+A follower whose log stopped growing asks `answer_stored` whether the answer was stored anyway (its
+last batch failed to be written even after retries): the message id's marker (`I#<message id>`)
+and the metadata's `updated_at`, in one consistent read.
+
 `L#` sorts after `I#` and before `M#` and `META`, so the chat turn's read (`sk >= "M#"`) and the
 history API (`M#` … `M#~`) never see these items; deleting a conversation deletes them too. Every
 item expires by TTL (`expires_at`, one hour after the answer's deadline) and counts against no
@@ -28,9 +32,10 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from chatcore.conversations.store import META_SK, conversation_pk
+from chatcore.conversations.store import ID_PREFIX, META_SK, conversation_pk
 from chatcore.dynamodb import client_for, is_condition_failure
 from chatcore.settings import Settings
 
@@ -57,6 +62,11 @@ class LoggedAnswer:
     message_id: str
     last: LogBatch
     deadline: float  # epoch seconds after which nobody writes it any more
+
+    @property
+    def started_us(self) -> int:
+        """When the answer started (epoch microseconds, from its key)."""
+        return int(self.prefix.split("#")[1])
 
     @property
     def streaming(self) -> bool:
@@ -167,12 +177,33 @@ class StreamLog:
             return answer
         return None
 
+    def answer_stored(self, user_id: str, conversation_id: str, answer: LoggedAnswer) -> bool:
+        """Whether the logged answer's message is stored in the conversation (its generator finished
+        it even if its last batch never reached the log): one consistent `BatchGetItem` of the message
+        id's marker and the metadata. The metadata must have changed since the answer started,
+        because a continued turn (a client tool's output, an approval) updates a message stored
+        before, under the same id."""
+        pk = {"S": conversation_pk(user_id, conversation_id)}
+        response = self.client.batch_get_item(RequestItems={self.table: {
+            "Keys": [{"pk": pk, "sk": {"S": ID_PREFIX + answer.message_id}}, {"pk": pk, "sk": {"S": META_SK}}],
+            "ConsistentRead": True, "ProjectionExpression": "sk, updated_at"}})
+        items = {item["sk"]["S"]: item for item in response.get("Responses", {}).get(self.table, [])}
+        marker, meta = items.get(ID_PREFIX + answer.message_id), items.get(META_SK)
+        if marker is None or meta is None:
+            return False
+        return str(meta.get("updated_at", {}).get("S", "")) >= _iso(answer.started_us)
+
     def conversation_exists(self, user_id: str, conversation_id: str) -> bool:
         """Whether the caller has this conversation (its metadata item)."""
         response = self.client.get_item(
             TableName=self.table, ConsistentRead=True, ProjectionExpression="pk",
             Key={"pk": {"S": conversation_pk(user_id, conversation_id)}, "sk": {"S": META_SK}})
         return "Item" in response
+
+
+def _iso(epoch_us: int) -> str:
+    """Epoch microseconds in the stored times' format (`store.now_iso`), which sorts as it reads."""
+    return datetime.fromtimestamp(epoch_us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _batch(item: dict[str, Any], seq: int) -> LogBatch:

@@ -22,8 +22,10 @@ class Admission(Protocol):
         """Give back what was reserved when the request fails before streaming starts."""
         ...
 
-    async def reserve_more(self, tokens: int) -> None:
-        """Reserve `tokens` more (the prompt turned out longer than estimated), or raise 429."""
+    async def reserve_more(self, tokens: int, *, prompt_tokens: int | None = None) -> None:
+        """Reserve `tokens` more (the prompt turned out longer than estimated, or a later step of the
+        turn), or raise 429. `prompt_tokens`: how much of that is prompt rather than room for output
+        (all of `tokens` when not given), charged if the provider reports no usage."""
         ...
 
 
@@ -43,7 +45,7 @@ class UnlimitedAdmission:
     async def release(self) -> None:
         return None
 
-    async def reserve_more(self, tokens: int) -> None:
+    async def reserve_more(self, tokens: int, *, prompt_tokens: int | None = None) -> None:
         return None
 
 

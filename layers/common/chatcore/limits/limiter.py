@@ -104,14 +104,24 @@ class LimitAdmission:
             return reported
         return self._input_estimate + math.ceil(output_chars / DEFAULT_CHARS_PER_TOKEN)
 
-    async def reserve_more(self, tokens: int) -> None:
+    async def reserve_more(self, tokens: int, *, prompt_tokens: int | None = None) -> None:
         """Reserve `tokens` more for this request (its stored history turned out longer than the
-        request showed), or raise 429 (or 400 beyond the plan's per-request bound) holding nothing more.
+        request showed, or a later step of its turn is about to be sent), or raise 429 (or 400 beyond
+        the plan's per-request bound) holding nothing more.
+
+        `prompt_tokens` is how much more prompt the request now sends (all of `tokens` when not
+        given): a step's reservation also holds room for its output, which must not be charged as
+        prompt when the provider reports no usage (`_used`). It counts even when nothing more needs
+        reserving (the turn's earlier steps left enough unused).
 
         One conditional `UpdateItem` on the user's limits item, charging both windows or neither.
         """
-        if tokens <= 0:
-            return
+        prompt = tokens if prompt_tokens is None else prompt_tokens
+        if tokens > 0:
+            await self._reserve(tokens)
+        self._input_estimate += max(prompt, 0)
+
+    async def _reserve(self, tokens: int) -> None:
         limits = self._limits
         cap = min(limits.tokens_per_minute, limits.tokens_per_day)
         if self._reserved + tokens > cap:
@@ -138,7 +148,6 @@ class LimitAdmission:
             if isinstance(outcome, int) and "x-ratelimit-remaining-tokens" in self.headers:
                 self.headers["x-ratelimit-remaining-tokens"] = str(max(limits.tokens_per_minute - outcome, 0))
         self._reserved += tokens
-        self._input_estimate += tokens
 
     async def release(self) -> None:
         """The request failed before streaming: give back all reserved tokens and the lease."""

@@ -3,8 +3,8 @@
 Asked for per request (`ChatRequest.cache`: the `x-chat-cache` header on any endpoint, or `cache`
 in the `/api/chat` body) or per deployment (`"cache": true` in the registry, for chains that start
 at it); `False` from the request turns it off. The key is the SHA-256 of the normalised request
-as the router will send it (the resolved chain of deployments, system prompt, summary, messages and
-sampling parameters), scoped to the caller (`CACHE_SCOPE=user`) or to a tenant the operator names
+as the router will send it (the resolved chain of deployments, system prompt, the user's long-term
+memory block, summary, messages and sampling parameters), scoped to the caller (`CACHE_SCOPE=user`) or to a tenant the operator names
 (`tenant:<name>`): one user's answers are never another's unless the operator says so.
 
 Only deterministic requests are cached (`temperature` 0; unset means the provider's default, which
@@ -36,7 +36,7 @@ from chatcore.settings import Settings
 CacheStatus = Literal["hit", "miss", "bypass"]
 HEADER = "x-chat-cache"
 ITEM_SK = "ANSWER"
-KEY_VERSION = 1  # bump when the normalised form changes: old entries then simply stop matching
+KEY_VERSION = 2  # bump when the normalised form changes: old entries then simply stop matching
 CHUNK_CHARS = 64  # replayed text is cut into pieces of about this size, at whitespace where possible
 CACHEABLE_FINISH = frozenset({"stop", "length"})
 
@@ -99,6 +99,9 @@ def cache_key(scope: str, route: Route, turn: ChatTurn) -> str:
         "v": KEY_VERSION,
         "chain": [d.name for d in route.chain],
         "system": turn.system,
+        # The memory block is part of the prompt: answers given with other memories (another user's in a
+        # shared tenant, or the same user's before "remember X") must not be replayed.
+        "memories": turn.memories,
         "summary": turn.summary,
         "messages": [[m.role, m.content, *(hashlib.sha256(a.data).hexdigest() for a in m.attachments)]
                      for m in turn.messages],

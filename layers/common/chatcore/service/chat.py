@@ -27,13 +27,13 @@ from chatcore.conversations.store import message_bytes
 from chatcore.events import Event, Start
 from chatcore.limits import Limiter, NoLimits
 from chatcore.memories.recall import Recall
-from chatcore.messages import ChatRequest, Message
+from chatcore.messages import ChatRequest
 from chatcore.principal import Principal
 from chatcore.routing.access import ModelAccess
-from chatcore.routing.router import Route, Router
+from chatcore.routing.router import Router
 from chatcore.routing.turn import ChatTurn
 from chatcore.service.cache import Cache, NoCache
-from chatcore.service.steps import StepLoop
+from chatcore.service.steps import StepLoop, sent_tokens
 from chatcore.service.tools import ToolRegistry
 from chatcore.settings import Settings
 from chatcore.streams import primed
@@ -43,9 +43,11 @@ from chatcore.tool_parts import approvals, continued_message
 
 @dataclass(frozen=True, slots=True)
 class ChatResponse:
-    """A started answer: its events (the first one already received) and its response headers."""
+    """A started answer: its events (the first one already received), that first event, and its
+    response headers."""
 
-    events: AsyncIterator[Event]
+    events: AsyncIterator[Event]  # all of them, `first` included
+    first: Event
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -93,15 +95,6 @@ def system_prompt(request: ChatRequest, settings: Settings) -> str | None:
         raise errors.RequestError("A client-supplied system prompt is not allowed.")
     parts = [p for p in (settings.system_prompt, *client) if p]
     return "\n\n".join(parts) or None
-
-
-def sent_tokens(messages: tuple[Message, ...], system: str | None, summary: str | None, memories: str | None,
-                route: Route, chars_per_token: float) -> int:
-    """The estimated input tokens of the prompt a turn sends: everything, bounded by the largest
-    context window of the route (prompt fitting drops what does not fit)."""
-    preamble = "\n\n".join(p for p in (system, summary, memories) if p) or None
-    total = estimate_messages_tokens(messages, preamble, chars_per_token)
-    return min(total, max((d.context_window for d in route.chain), default=total))
 
 
 def routing_headers(first: Event) -> dict[str, str]:
@@ -163,14 +156,6 @@ class ChatService:
                 await admitted.release()
             raise admitted if isinstance(admitted, BaseException) else loaded  # type: ignore[misc]
         memories = recalled if isinstance(recalled, str) else None
-        try:
-            # The budget counts what is sent: the stored history (after fitting), summary, memories and
-            # system prompt, not only the request (a 2-character message can carry a long conversation).
-            await admitted.reserve_more(sent_tokens(loaded.messages, system, loaded.summary, memories, route,
-                                                    loaded.chars_per_token) + max_output - estimate)
-        except BaseException:
-            await admitted.release()
-            raise
         turn = ChatTurn(
             model=request.model, complexity=request.complexity, provider=request.provider,
             messages=loaded.messages, system=system, summary=loaded.summary,
@@ -183,6 +168,10 @@ class ChatService:
         )
         continued = continued_message(request)
         try:
+            # The budget counts what is sent: the stored history (after fitting), summary, memories and
+            # system prompt, not only the request (a 2-character message can carry a long conversation).
+            reserved = sent_tokens(turn, route) + max_output
+            await admitted.reserve_more(reserved - estimate)
             if any(m.attachments for m in turn.messages):
                 # The bytes the model reads; deployments that cannot read them are skipped (400 if none can).
                 messages = await self.attachments.hydrate(principal.user_id, turn.messages, ingested.inline)
@@ -191,7 +180,7 @@ class ChatService:
             # The turn's steps: model calls, and the server tools run between them (service/steps.py).
             steps = StepLoop(self.router, route, turn, toolset, settings,
                              approvals(continued.parts) if continued is not None else None,
-                             reserve=admitted.reserve_more)
+                             reserve=admitted.reserve_more, reserved=max(reserved, estimate))
             # A cache hit replays a stored answer instead of routing; limits and memory treat it as any answer.
             cached = await self.cache.lookup(principal, request, route, turn)
             source = self.cache.serve(cached, turn, steps.events)
@@ -202,4 +191,4 @@ class ChatService:
             await admitted.release()
             raise
         headers = {**admitted.headers, **routing_headers(first), **(cached.headers if cached else {})}
-        return ChatResponse(events=events, headers=headers)
+        return ChatResponse(events=events, first=first, headers=headers)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from chatcore import errors
 from chatcore.events import (
@@ -40,17 +40,31 @@ from chatcore.events import (
     UsageReport,
 )
 from chatcore.messages import Message, ToolCall, ToolResult
+from chatcore.prompt import prompt_tokens
 from chatcore.routing.router import Route, Router
 from chatcore.routing.turn import ChatTurn
 from chatcore.service.tools import ToolFailure, Toolset
 from chatcore.settings import Settings
 from chatcore.streams import closing
-from chatcore.tokens import estimate_messages_tokens
 from chatcore.tool_parts import DENIED_TEXT, Approval
 
 MAX_PARALLEL_TOOLS = 4  # server tool calls of one step that run at once
 NOT_APPROVED_TEXT = "The tool call was not approved; it was not run."
 NO_OUTPUT_TEXT = "No output was provided for this tool call."
+
+
+class Reserve(Protocol):
+    """Reserve `tokens` more for the turn (`Admission.reserve_more`), `prompt_tokens` of them prompt."""
+
+    async def __call__(self, tokens: int, *, prompt_tokens: int | None = None) -> None: ...
+
+
+def sent_tokens(turn: ChatTurn, route: Route) -> int:
+    """The estimated input tokens of the prompt one model call of `turn` sends: the system prompt, the
+    memory block, the summary and every message (with tool calls and results), bounded by the largest
+    context window of the route (prompt fitting drops what does not fit)."""
+    total = prompt_tokens(turn.messages, turn.system, turn.summary, turn.memories, turn.chars_per_token)
+    return min(total, max((d.context_window for d in route.chain), default=total))
 
 
 def add_usage(a: Usage | None, b: Usage | None) -> Usage | None:
@@ -70,11 +84,20 @@ class _Totals:
     usage: Usage | None = None
     cost: float | None = 0.0
     steps: int = 0
+    unreported: bool = False  # a step's usage is not known (both sides)
 
     def add(self, usage: Usage | None, metadata: dict[str, object]) -> None:
         self.usage = add_usage(self.usage, usage)
+        if usage is None or usage.input_tokens is None or usage.output_tokens is None:
+            self.unreported = True
         cost = metadata.get("costUsd")
         self.cost = None if self.cost is None or not isinstance(cost, int | float) else self.cost + cost
+
+    def used(self) -> int | None:
+        """The tokens the steps so far used, or None when one of them did not report its usage."""
+        if self.unreported or self.usage is None:
+            return None
+        return (self.usage.input_tokens or 0) + (self.usage.output_tokens or 0)
 
     def metadata(self, metadata: dict[str, object]) -> dict[str, object]:
         extra: dict[str, object] = {"steps": self.steps} if self.steps > 1 else {}
@@ -94,8 +117,9 @@ class StepLoop:
 
     def __init__(self, router: Router, route: Route, turn: ChatTurn, toolset: Toolset, settings: Settings,
                  approvals: dict[str, Approval] | None = None,
-                 reserve: Callable[[int], Awaitable[None]] | None = None) -> None:
+                 reserve: Reserve | None = None, reserved: int = 0) -> None:
         self.reserve = reserve  # limits: reserve each later step's tokens before calling the model
+        self.reserved = reserved  # what the turn holds so far (the first step's prompt and output cap)
         self.router = router
         self.route = route
         self.turn = turn
@@ -123,20 +147,18 @@ class StepLoop:
                 yield ErrorEvent(message="The answer took too long and was stopped.", code="deadline_exceeded",
                                  usage=totals.usage, metadata=totals.metadata({}))
                 return
+            step_turn = replace(self.turn, messages=tuple(messages),
+                                deadline_s=remaining + self.settings.deadline_margin_s)
             if totals.steps and self.reserve is not None:
-                # Each later step is reserved like a turn: its prompt (now with the tool results) and
-                # its output cap. A refusal ends the turn with an in-stream error, never a silent stop.
+                # A refusal ends the turn with an in-stream error, never a silent stop.
                 try:
-                    await self.reserve(estimate_messages_tokens(messages, self.turn.system)
-                                       + (self.turn.max_output_tokens or self.settings.max_output_tokens))
+                    await self._reserve_step(step_turn, totals)
                 except errors.ChatError as exc:
                     yield ErrorEvent(message=exc.message, code=exc.code, retryable=exc.retryable,
                                      usage=totals.usage, metadata=totals.metadata({}))
                     return
             totals.steps += 1
             step = _Step()
-            step_turn = replace(self.turn, messages=tuple(messages),
-                                deadline_s=remaining + self.settings.deadline_margin_s)
             async with closing(self.router.stream(step_turn, self.route)) as source:
                 try:
                     async for event in source:
@@ -194,6 +216,19 @@ class StepLoop:
                     yield ErrorEvent(message=exc.message, code=exc.code, retryable=exc.retryable,
                                      usage=totals.usage, metadata=totals.metadata({}))
                     return
+
+    async def _reserve_step(self, step_turn: ChatTurn, totals: _Totals) -> None:
+        """Before a later step: make the turn hold what its steps used so far plus what this one
+        sends (system prompt, memories, summary, messages with the tool results, estimated as for the
+        first step) and its output cap. What the earlier steps reserved but did not use counts
+        towards it; when their usage is unknown, all of it is taken as used."""
+        assert self.reserve is not None
+        sent = sent_tokens(step_turn, self.route)
+        cap = self.turn.max_output_tokens or self.settings.max_output_tokens
+        used = totals.used()
+        extra = (self.reserved if used is None else used) + sent + cap - self.reserved
+        await self.reserve(extra, prompt_tokens=sent)
+        self.reserved += max(extra, 0)
 
     async def _run_calls(self, calls: Sequence[ToolInputReady], end: float) -> AsyncIterator[Any]:
         """A step's calls: tool events to show, `ToolResult`s for the next step, None when one waits."""
