@@ -11,6 +11,8 @@
 - patches moto's DynamoDB so a transaction or a query costs what it touches (`devtools.moto_patches`);
 - counts DynamoDB requests by operation (`X-Amz-Target`) with the read and write units they consume
   (`devtools.capacity_units`), served at `GET /_emulator/stats` (`DELETE` resets);
+- deletes expired items, as DynamoDB's time to live does, in a sweep every `--ttl-sweep-seconds`
+  (`devtools.ttl_sweep`; `POST /_emulator/expire` sweeps now);
 - with a state directory, loads the DynamoDB tables from it at start and saves them when it stops
   (SIGTERM, SIGINT, or its parent process going away). A lock file keeps a second emulator from
   sharing the directory: that one runs in memory only.
@@ -44,6 +46,7 @@ STATE_FILE = "moto-dynamodb.pickle"
 LOCK_FILE = ".lock"
 CONTROL_PREFIX = "/_emulator/"
 STARTUP_TIMEOUT_S = 60.0
+DEFAULT_TTL_SWEEP_S = 30.0
 
 _TARGET = re.compile(r"^DynamoDB_\d+\.(\w+)$")
 _REGION = re.compile(r"Credential=[^/]*/\d+/([^/]+)/")
@@ -215,6 +218,13 @@ class EmulatorApp:
                 stats.read_units += _read_units(operation, request, json.loads(b"".join(chunks) or b"{}"))
         return chunks
 
+    def expire(self) -> int:
+        """Delete the items whose time to live has passed (between requests); the number deleted."""
+        from devtools.ttl_sweep import expire_items
+
+        with self.lock:
+            return expire_items(time.time())
+
     def _control(self, route: str, wsgi_env: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         method = wsgi_env.get("REQUEST_METHOD", "GET")
         payload: Any
@@ -228,6 +238,8 @@ class EmulatorApp:
         elif route == "save" and method == "POST":
             with self.lock:
                 payload = {"saved": self._save() if self._save else None}
+        elif route == "expire" and method == "POST":
+            payload = {"deleted": self.expire()}
         elif route == "health":
             payload = {"status": "ok", "pid": os.getpid()}
         else:
@@ -296,7 +308,16 @@ def _lock(state_dir: Path) -> Any:
     return handle
 
 
-def serve(host: str, port: int, state_dir: Path | None, reset: bool, parent_pid: int | None) -> int:
+def _sweep_expired(app: EmulatorApp, every_s: float, stop: threading.Event) -> None:
+    while not stop.wait(every_s):
+        try:
+            app.expire()
+        except Exception as exc:  # a failed sweep must not end the sweeps (or the emulator)
+            print(f"emulator: TTL sweep failed: {exc!r}", file=sys.stderr, flush=True)
+
+
+def serve(host: str, port: int, state_dir: Path | None, reset: bool, parent_pid: int | None,
+          ttl_sweep_s: float = DEFAULT_TTL_SWEEP_S) -> int:
     """The emulator process: print one JSON line once listening, serve until told to stop, then save."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
@@ -335,6 +356,9 @@ def serve(host: str, port: int, state_dir: Path | None, reset: bool, parent_pid:
     # A short poll interval: `shutdown()` waits for one, and every start/stop in the tests pays it.
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="emulator-http",
                      daemon=True).start()
+    if ttl_sweep_s > 0:
+        threading.Thread(target=_sweep_expired, args=(app, ttl_sweep_s, stop), name="emulator-ttl",
+                         daemon=True).start()
     while not stop.wait(1.0):
         if parent_pid is not None and os.getppid() != parent_pid:
             break  # the parent died without stopping us: save and go
@@ -353,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, help="load DynamoDB tables from here and save them on stop")
     parser.add_argument("--reset", action="store_true", help="start empty (the old state is kept aside)")
     parser.add_argument("--parent-pid", type=int, help="stop (and save) when this process is gone")
+    parser.add_argument("--ttl-sweep-seconds", type=float, default=DEFAULT_TTL_SWEEP_S,
+                        help=f"delete expired items this often (default {DEFAULT_TTL_SWEEP_S:g}; 0: never)")
     args = parser.parse_args(argv)
-    return serve(args.host, args.port, args.state_dir, args.reset, args.parent_pid)
+    return serve(args.host, args.port, args.state_dir, args.reset, args.parent_pid, args.ttl_sweep_seconds)
 
 
 # --- in the process that starts it -----------------------------------------------------------
@@ -392,6 +418,10 @@ class Emulator:
         """Save the state now (it is also saved on stop)."""
         return str(self._call("POST", "save")["saved"])
 
+    def expire(self) -> int:
+        """Run a TTL sweep now (it also runs every `ttl_sweep_seconds`); the number of items deleted."""
+        return int(self._call("POST", "expire")["deleted"])
+
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM, wait for the save and the exit; kill after `timeout`. Returns the exit status."""
         if self.process.poll() is None:
@@ -414,10 +444,13 @@ def _child_env() -> dict[str, str]:
 
 
 def start_emulator(state_dir: Path | None = None, *, reset: bool = False, host: str = "127.0.0.1", port: int = 0,
-                   timeout: float = STARTUP_TIMEOUT_S) -> Emulator:
-    """Start the emulator process and return once it listens. Without `state_dir` its data lives in memory."""
+                   timeout: float = STARTUP_TIMEOUT_S, ttl_sweep_seconds: float = DEFAULT_TTL_SWEEP_S) -> Emulator:
+    """Start the emulator process and return once it listens. Without `state_dir` its data lives in memory.
+
+    Expired items are deleted every `ttl_sweep_seconds` (0: never, only on `Emulator.expire()`).
+    """
     command = [sys.executable, "-m", "devtools.emulator", "--host", host, "--port", str(port),
-               "--parent-pid", str(os.getpid())]
+               "--parent-pid", str(os.getpid()), "--ttl-sweep-seconds", str(ttl_sweep_seconds)]
     if state_dir is not None:
         command += ["--state-dir", str(state_dir)]
     if reset:
@@ -439,9 +472,10 @@ def start_emulator(state_dir: Path | None = None, *, reset: bool = False, host: 
 
 
 @contextlib.contextmanager
-def running_emulator(state_dir: Path | None = None, *, reset: bool = False) -> Iterator[Emulator]:
+def running_emulator(state_dir: Path | None = None, *, reset: bool = False,
+                     ttl_sweep_seconds: float = DEFAULT_TTL_SWEEP_S) -> Iterator[Emulator]:
     """`start_emulator()` for the duration of a `with` block."""
-    emulator = start_emulator(state_dir, reset=reset)
+    emulator = start_emulator(state_dir, reset=reset, ttl_sweep_seconds=ttl_sweep_seconds)
     try:
         yield emulator
     finally:

@@ -1,4 +1,4 @@
-"""Two small patches to moto's DynamoDB so its costs follow what a request touches, not the table size.
+"""Small patches to moto's DynamoDB so its costs follow what a request touches, not the table size.
 
 Applied by the emulator process (`devtools.emulator`) before it serves anything; never in the app.
 Written against moto 5.2.5; docs/local-dynamodb.md has the upstream report.
@@ -11,8 +11,13 @@ Written against moto 5.2.5; docs/local-dynamodb.md has the upstream report.
 2. A `Query` on the base table collects and sorts *every* item of the table (`Table.all_items()`)
    and then keeps the queried partition. The patch hands it the partition only. Index queries keep
    moto's full scan (an index has no partition map to look up).
+3. moto's `BaseModel.__new__` appends every instance to a class-level list (`instances_tracked`, read
+   only by moto's dashboard, `/moto-api/data.json`), so every DynamoDB `Item` ever built stays alive:
+   overwritten and deleted items, the copy `UpdateItem` takes of each item it changes, the rollback
+   snapshots of 1. Under `make dev` that garbage outweighed the stored data two to one. The patch
+   builds `Item`s without tracking them; the dashboard then lists no items (nothing here uses it).
 
-Both keep moto's validation, condition evaluation and error reporting: they wrap moto's functions
+All keep moto's validation, condition evaluation and error reporting: they wrap moto's functions
 rather than copy them. `apply()` is idempotent; `revert()` exists for the regression tests.
 """
 
@@ -156,6 +161,11 @@ def _all_items(self: Any) -> list[Any]:
     return sorted(bucket.values(), key=lambda item: item.range_key)
 
 
+def _untracked_item(cls: type, *args: Any, **kwargs: Any) -> Any:
+    """`Item.__new__` without moto's instance tracking (see the module docstring, 3)."""
+    return object.__new__(cls)
+
+
 def is_applied() -> bool:
     """True once `apply()` has run in this process."""
     return bool(_originals)
@@ -166,8 +176,10 @@ def apply() -> None:
     if _originals:
         return
     import moto.dynamodb.models as models
+    from moto.dynamodb.models.dynamo_type import Item
     from moto.dynamodb.models.table import Table
 
+    _originals["item_new"] = Item.__dict__.get("__new__")
     _originals["transact_write_items"] = models.DynamoDBBackend.transact_write_items
     _originals["query"] = Table.query
     _originals["all_items"] = Table.all_items
@@ -176,6 +188,7 @@ def apply() -> None:
     models.DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     Table.query = _query  # type: ignore[method-assign]
     Table.all_items = _all_items  # type: ignore[method-assign]
+    Item.__new__ = staticmethod(_untracked_item)  # type: ignore[assignment]
 
 
 def revert() -> None:
@@ -183,8 +196,14 @@ def revert() -> None:
     if not _originals:
         return
     import moto.dynamodb.models as models
+    from moto.dynamodb.models.dynamo_type import Item
     from moto.dynamodb.models.table import Table
 
+    original_new = _originals.pop("item_new")
+    if original_new is None:
+        del Item.__new__  # back to BaseModel.__new__, which tracks every instance
+    else:
+        Item.__new__ = original_new  # type: ignore[method-assign]
     models.copy = _originals.pop("copy_module")
     models.DynamoDBBackend.transact_write_items = _originals.pop("transact_write_items")  # type: ignore[method-assign]
     Table.query = _originals.pop("query")  # type: ignore[method-assign]

@@ -97,7 +97,8 @@ def create_tables(dynamodb_client: Any, table_name: str | None = None,
 
     `table_name` names the table when the template declares exactly one (the usual case:
     `Settings.table_name`); otherwise each table is named after its template `TableName` or logical id.
-    An existing table of the same name is left as it is.
+    An existing table of the same name keeps its schema and items; only a time to live it lacks is
+    turned on (a state file from before TTL was in the template still gets its expired items deleted).
     """
     definitions = table_definitions(template_path)
     if table_name is not None and len(definitions) != 1:
@@ -109,12 +110,19 @@ def create_tables(dynamodb_client: Any, table_name: str | None = None,
                      if key not in ("LogicalId", "TableName", "TimeToLiveSpecification")}
         try:
             dynamodb_client.create_table(TableName=name, **arguments)
+            dynamodb_client.get_waiter("table_exists").wait(TableName=name,
+                                                            WaiterConfig={"Delay": 1, "MaxAttempts": 30})
         except dynamodb_client.exceptions.ResourceInUseException:
-            created.append(name)
-            continue
-        dynamodb_client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+            pass
         if "TimeToLiveSpecification" in definition:
-            dynamodb_client.update_time_to_live(TableName=name,
-                                                TimeToLiveSpecification=definition["TimeToLiveSpecification"])
+            _enable_time_to_live(dynamodb_client, name, definition["TimeToLiveSpecification"])
         created.append(name)
     return created
+
+
+def _enable_time_to_live(dynamodb_client: Any, table_name: str, specification: dict[str, Any]) -> None:
+    # DynamoDB refuses to enable a TTL that is already on (ValidationException): look first.
+    current = dynamodb_client.describe_time_to_live(TableName=table_name)["TimeToLiveDescription"]
+    if current.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+        return
+    dynamodb_client.update_time_to_live(TableName=table_name, TimeToLiveSpecification=specification)

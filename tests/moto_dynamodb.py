@@ -2,9 +2,9 @@
 
 One emulator per test session, started on first use and stopped at exit: moto's server in its own
 process on 127.0.0.1, serving every moto service (DynamoDB, S3, SSM, ...), with the transaction and
-query patches of `devtools.moto_patches`. It evaluates one request at a time, restoring DynamoDB's
-per-item write atomicity that moto's threaded server lacks, while clients still race over concurrent
-connections: the race tests prove exactness against it.
+query patches of `devtools.moto_patches`, but no periodic TTL sweep (see `emulator()`). It evaluates
+one request at a time, restoring DynamoDB's per-item write atomicity that moto's threaded server
+lacks, while clients still race over concurrent connections: the race tests prove exactness against it.
 
 The fixtures built on this (in tests/conftest.py) are the only way tests reach it: `aws_emulator`
 (the process), `dynamodb` (a client) and `table` (a fresh, empty table per test with the schema of
@@ -39,7 +39,9 @@ def emulator() -> Emulator:
     global _emulator
     with _lock:
         if _emulator is None:
-            _emulator = start_emulator()
+            # No periodic TTL sweep: tests on frozen clocks write expiry times that a wall-clock sweep could
+            # delete mid-test. tests/infra/test_ttl_sweep.py starts emulators of its own to test the sweep.
+            _emulator = start_emulator(ttl_sweep_seconds=0)
             atexit.register(_emulator.stop)
     return _emulator
 

@@ -34,7 +34,7 @@ from .test_template import as_list, tag
 
 TABLE = f"chat-iam-{uuid.uuid4().hex[:8]}"  # moto's state is per process: never a table another test filled
 # What devtools.invoke itself sends to prepare a local table; in AWS the stack has created it.
-SETUP_OPERATIONS = {"CreateTable", "DescribeTable", "UpdateTimeToLive"}
+SETUP_OPERATIONS = {"CreateTable", "DescribeTable", "DescribeTimeToLive", "UpdateTimeToLive"}
 INDEX_RESOURCE = tag("Sub", "${ChatTable.Arn}/index/*")
 TABLE_RESOURCE = tag("GetAtt", "ChatTable.Arn")
 

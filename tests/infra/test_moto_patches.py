@@ -7,6 +7,8 @@ is checked structurally in this process (what gets deep-copied, what gets scanne
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -176,14 +178,51 @@ def test_patched_transaction_copies_only_the_items_it_touches(patched_moto: Any,
     assert counts == {"Table": 0, "Item": 2}
 
 
-def test_patched_base_table_query_does_not_scan_the_table(patched_moto: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_patched_base_table_query_does_not_scan_the_table(patched_moto: Any) -> None:
     moto_patches.apply()
     scans = []
     original = moto_patches._originals["all_items"]
-    monkeypatch.setitem(moto_patches._originals, "all_items", lambda table: scans.append(table) or original(table))
-    items = patched_moto.query(TableName="big", KeyConditionExpression="pk = :pk",
-                               ExpressionAttributeValues={":pk": {"S": "C#4"}})["Items"]
-    assert [item["sk"]["S"] for item in items] == [f"MSG#{n:04d}" for n in range(4, 120, 12)]
-    assert scans == []
-    patched_moto.scan(TableName="big", Limit=1)  # anything else still goes through moto's own scan
-    assert len(scans) == 1
+    # Not monkeypatch.setitem: its undo would run after the fixture's revert() and leave a stale entry behind.
+    moto_patches._originals["all_items"] = lambda table: scans.append(table) or original(table)
+    try:
+        items = patched_moto.query(TableName="big", KeyConditionExpression="pk = :pk",
+                                   ExpressionAttributeValues={":pk": {"S": "C#4"}})["Items"]
+        assert [item["sk"]["S"] for item in items] == [f"MSG#{n:04d}" for n in range(4, 120, 12)]
+        assert scans == []
+        patched_moto.scan(TableName="big", Limit=1)  # anything else still goes through moto's own scan
+        assert len(scans) == 1
+    finally:
+        moto_patches._originals["all_items"] = original
+
+
+def _stored_item(pk: str, sk: str) -> Any:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    table = dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].tables["big"]
+    return table.items[DynamoType({"S": pk})][DynamoType({"S": sk})]
+
+
+def _overwritten_item_is_freed(client: Any) -> bool:
+    """Overwrite a stored item (put, then an update and a transaction that copy it): is the old object freed?"""
+    client.put_item(TableName="big", Item={**_key("C#3", "MSG#0003"), "text": {"S": "old"}})
+    old = weakref.ref(_stored_item("C#3", "MSG#0003"))
+    client.put_item(TableName="big", Item={**_key("C#3", "MSG#0003"), "text": {"S": "new"}})
+    client.update_item(TableName="big", Key=_key("C#3", "MSG#0003"), UpdateExpression="SET t = :t",
+                       ExpressionAttributeValues={":t": {"S": "z"}})
+    _transaction(client)
+    gc.collect()
+    return old() is None
+
+
+def test_unpatched_moto_keeps_every_item_it_ever_created(patched_moto: Any) -> None:
+    """moto's BaseModel appends every instance to a class-level list (for its dashboard): nothing is freed."""
+    moto_patches.revert()
+    assert not _overwritten_item_is_freed(patched_moto)
+
+
+def test_patched_moto_frees_overwritten_items(patched_moto: Any) -> None:
+    moto_patches.apply()
+    assert _overwritten_item_is_freed(patched_moto)
+    assert _stored_item("C#3", "MSG#0003").attrs["t"].value == "z"  # the live item is the new one

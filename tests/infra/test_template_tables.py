@@ -74,3 +74,12 @@ def test_table_name_is_refused_when_the_template_has_several_tables(tmp_path: Pa
     with pytest.raises(ValueError, match="2 tables"):
         create_tables(dynamodb_client, table_name="x", template_path=path)
     assert sorted(create_tables(dynamodb_client, template_path=path)) == ["One", "Two"]
+
+
+def test_create_tables_turns_on_the_time_to_live_an_existing_table_lacks(dynamodb_client: Any) -> None:
+    arguments = {key: value for key, value in table_definitions()[0].items()
+                 if key not in ("LogicalId", "TimeToLiveSpecification")}
+    dynamodb_client.create_table(TableName="chat-test", **arguments)  # as an old state file would hold it
+    assert create_tables(dynamodb_client, table_name="chat-test") == ["chat-test"]
+    ttl = dynamodb_client.describe_time_to_live(TableName="chat-test")["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
