@@ -234,3 +234,48 @@ def test_summaries_work_in_the_deployed_configuration(store: ConversationStore, 
     assert meta is not None and meta.summary
     calls = llmock.requests("/chat/completions")
     assert calls and calls[0]["body"]["model"] == "gpt-4o"  # the registry's `default` chain, through the router
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.turns: list[tuple[str, list[str]]] = []
+
+    async def observe_turn(self, user_id: str, conversation_id: str, turn_id: str, user_messages: Any) -> None:
+        self.turns.append((turn_id, list(user_messages)))
+
+
+async def test_a_turn_is_observed_from_a_few_newest_items(store: ConversationStore, user: str,
+                                                          store_settings: Any) -> None:
+    # 60 messages of history, then a turn of two user messages and its answer, then a later turn.
+    seed(store, user, "long", 60)
+    for message in (StoredMessage(id="q1", role="user", text="I live in Lyon."),
+                    StoredMessage(id="q2", role="user", text="And I like tea."),
+                    StoredMessage(id="a1", role="assistant", text="Noted."),
+                    StoredMessage(id="q3", role="user", text="Next question"),
+                    StoredMessage(id="a2", role="assistant", text="Next answer")):
+        store.append_message(user, "long", message)
+    queried: list[int] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        queried.append(params.get("Limit", 0))
+
+    store.client.meta.events.register("provide-client-params.dynamodb.Query", record)
+    try:
+        await _observe(store, user, store_settings(), queried)
+    finally:
+        store.client.meta.events.unregister("provide-client-params.dynamodb.Query", record)
+
+
+async def _observe(store: ConversationStore, user: str, settings: Any, queried: list[int]) -> None:
+    observer = RecordingObserver()
+    summarizer = ConversationSummarizer(settings, store, Router(settings, ProviderRegistry(settings)),
+                                        observers=[observer])
+    assert await summarizer.observe_turn(user, "long", "a1")
+    assert observer.turns == [("a1", ["I live in Lyon.", "And I like tea."])]
+    assert len(queried) == 1 and 0 < queried[0] <= 8  # one small page, not a page of history
+    queried.clear()
+    assert await summarizer.observe_turn(user, "long", "a2")
+    assert observer.turns[-1] == ("a2", ["Next question"]) and len(queried) == 1
+    # An answer that is not there (regenerated or deleted) is not observed; the read stays bounded.
+    assert not await summarizer.observe_turn(user, "long", "gone")
+    assert not await summarizer.observe_turn(user, "long", "q1")  # a user message is no answer

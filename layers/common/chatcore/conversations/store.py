@@ -580,6 +580,29 @@ class ConversationStore:
                 return
             request["ExclusiveStartKey"] = start_key
 
+    def newest_messages(self, user_id: str, conversation_id: str, page_size: int = 8) -> Iterator[StoredMessage]:
+        """The messages newest first, read a small page at a time as the caller iterates: a reader that
+        needs only the last turn pays for a few items, not for a page of history."""
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
+            "ExpressionAttributeValues": {":pk": {"S": conversation_pk(user_id, conversation_id)},
+                                          ":lo": {"S": MESSAGE_PREFIX}, ":hi": {"S": MESSAGE_PREFIX + "~"}},
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+            "Limit": page_size,
+        }
+        while True:
+            response = self.client.query(**request)
+            for raw in response.get("Items", []):
+                message = _readable(_deserialize(raw))
+                if message is not None:
+                    yield message
+            start_key = response.get("LastEvaluatedKey")
+            if not start_key:
+                return
+            request["ExclusiveStartKey"] = start_key
+
     def list_conversations(self, user_id: str, limit: int = 20,
                            cursor: str | None = None) -> tuple[list[ConversationMeta], str | None]:
         """The user's conversations, most recently updated first, and the cursor of the next page."""

@@ -84,7 +84,7 @@ class TurnObserver(Protocol):
                            user_messages: Sequence[str]) -> None: ...
 
 
-TURN_READ_CHARS = 50_000
+TURN_READ_MESSAGES = 200  # how far back an answer is looked for (later turns may follow it)
 
 
 class ConversationSummarizer:
@@ -101,18 +101,30 @@ class ConversationSummarizer:
         """Hand the user messages of turn `turn_id` (its answer's id) to the observers; False if it is gone."""
         if not self.observers:
             return True
-        history = await asyncio.to_thread(self.store.load_recent, user_id, conversation_id, TURN_READ_CHARS)
-        messages = history.messages
-        end = next((i for i, m in enumerate(messages) if m.id == turn_id and m.role == "assistant"), None)
-        if end is None:
+        texts = await asyncio.to_thread(self._turn_texts, user_id, conversation_id, turn_id)
+        if texts is None:
             return False  # replaced by a regenerated answer (whose own turn is observed) or deleted
-        start = end
-        while start > 0 and messages[start - 1].role == "user":
-            start -= 1
-        texts = [m.text for m in messages[start:end]]
         for observer in self.observers:
             await observer.observe_turn(user_id, conversation_id, turn_id, texts)
         return True
+
+    def _turn_texts(self, user_id: str, conversation_id: str, turn_id: str) -> list[str] | None:
+        """The user messages answered by assistant message `turn_id`, oldest first; None if it is gone.
+
+        Read newest first, a few items a page: the answer is almost always the newest message, so
+        this costs one small read, not a page of history."""
+        texts: list[str] = []
+        found = False
+        for count, message in enumerate(self.store.newest_messages(user_id, conversation_id)):
+            if count >= TURN_READ_MESSAGES:
+                break
+            if not found:
+                found = message.id == turn_id and message.role == "assistant"
+            elif message.role == "user":
+                texts.append(message.text)
+            else:
+                break
+        return texts[::-1] if found else None
 
     async def summarize(self, user_id: str, conversation_id: str) -> SummaryResult:
         meta = await asyncio.to_thread(self.store.get_meta, user_id, conversation_id)
