@@ -23,32 +23,68 @@ DEFAULT_PORT = 8000
 
 # Defaults for a laptop: no auth, local stage. Anything already in the environment wins.
 LOCAL_DEFAULTS = {"AUTH_MODE": "none", "STAGE": "local", "LOG_LEVEL": "INFO", "RESUMABLE_STREAMS": "true"}
+LOCAL_KEY_OWNER = "local-user"
+LOCAL_KEY_TIER = "pro"
+LOCAL_KEY_FILE = "local-api-key"
 
 
-def usage_banner(base_url: str, database: LocalDynamoDB) -> str:
+def usage_banner(base_url: str, database: LocalDynamoDB, api_key: str | None = None) -> str:
     """What to print at startup: where it runs and copy-pasteable curl commands."""
+    # The mock model outside local use is refused (cost control): then the examples use DEFAULT_MODEL.
+    local = os.environ.get("STAGE", "local") == "local"
+    model = "mock/echo" if local or not os.environ.get("DEFAULT_MODEL") else os.environ["DEFAULT_MODEL"]
     chat_body = ('{"id":"demo-conversation","messages":[{"id":"m1","role":"user",'
-                 '"parts":[{"type":"text","text":"Say hello"}]}],"trigger":"submit-message","model":"mock/echo"}')
-    sse_body = '{"messages":[{"role":"user","content":"Say hello"}],"model":"mock/echo"}'
-    openai_body = '{"model":"mock/echo","stream":true,"messages":[{"role":"user","content":"Say hello"}]}'
-    return "\n".join([
+                 f'"parts":[{{"type":"text","text":"Say hello"}}]}}],"trigger":"submit-message","model":"{model}"}}')
+    sse_body = f'{{"messages":[{{"role":"user","content":"Say hello"}}],"model":"{model}"}}'
+    openai_body = f'{{"model":"{model}","stream":true,"messages":[{{"role":"user","content":"Say hello"}}]}}'
+    auth = f" -H 'x-api-key: {api_key}'" if api_key else ""
+    lines = [
         f"Chat backend running at {base_url}  (Ctrl-C to stop)",
         f"  {database.describe()}",
         f"  auth: AUTH_MODE={os.environ.get('AUTH_MODE', '')}",
+    ]
+    if api_key:
+        lines.append(f"  API key for {LOCAL_KEY_OWNER} (tier {LOCAL_KEY_TIER}): {api_key}  (header x-api-key)")
+    return "\n".join([
+        *lines,
         "",
         "AI SDK UI message stream (what useChat reads):",
-        f"  curl -N {base_url}/api/chat -H 'content-type: application/json' \\",
+        f"  curl -N {base_url}/api/chat -H 'content-type: application/json'{auth} \\",
         f"    -d '{chat_body}'",
         "",
         "Plain SSE:",
-        f"  curl -N {base_url}/api/chat/sse -H 'content-type: application/json' \\",
+        f"  curl -N {base_url}/api/chat/sse -H 'content-type: application/json'{auth} \\",
         f"    -d '{sse_body}'",
         "",
         f"OpenAI-compatible (any OpenAI SDK with base URL {base_url}/v1):",
-        f"  curl -N {base_url}/v1/chat/completions -H 'content-type: application/json' \\",
+        f"  curl -N {base_url}/v1/chat/completions -H 'content-type: application/json'{auth} \\",
         f"    -d '{openai_body}'",
         "",
     ])
+
+
+def local_api_key(database: LocalDynamoDB) -> str | None:
+    """With `AUTH_MODE=api_key` on the embedded emulator: an API key for `local-user`, so the local
+    server can be called at all (`make apikey` manages a deployed table's keys). It is kept beside
+    the emulator's data and reused while the emulator still has it; `make dev-reset` makes a new one."""
+    if os.environ.get("AUTH_MODE") != "api_key" or database.emulator is None:
+        return None
+    from chatcore.auth.api_keys import ApiKeyStore, hash_key
+    from chatcore.dynamodb import dynamodb_client
+
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    store = ApiKeyStore(database.table_name, lambda: dynamodb_client(region, database.endpoint_url))
+    saved = database.emulator.state_file.parent / LOCAL_KEY_FILE if database.emulator.state_file else None
+    if saved is not None and saved.exists():
+        key = saved.read_text().strip()
+        record = store.lookup(hash_key(key)) if key else None
+        if record is not None and record.active:
+            return key
+    key, _ = store.create(LOCAL_KEY_OWNER, LOCAL_KEY_TIER, "make dev")
+    if saved is not None:
+        saved.write_text(key + "\n")
+        saved.chmod(0o600)
+    return key
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             embedded = database.emulator is not None
             # Imported only now: the app reads its settings (table, endpoint, auth) on import.
             app = load_entry_module("chat").app
-            print(usage_banner(f"http://{args.host}:{args.port}", database), flush=True)
+            print(usage_banner(f"http://{args.host}:{args.port}", database, local_api_key(database)), flush=True)
             serve_web_page(app, f"http://{args.host}:{args.port}")  # examples/web at `/`
             uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=75,
                         access_log=not args.no_access_log)

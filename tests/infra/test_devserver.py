@@ -163,3 +163,32 @@ def test_real_aws_on_request_fails_at_startup_naming_the_missing_table(devserver
     assert result.returncode == 2, result.stdout + result.stderr
     assert "'chat-not-deployed' does not exist" in result.stderr and "sam deploy" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_with_api_key_auth_the_banner_gives_a_working_key_kept_across_restarts(
+        devserver_env: dict[str, str], tmp_path: Path) -> None:
+    """`AUTH_MODE=api_key make dev`: a key for `local-user` is created in the emulator and printed (the
+    deployed table's `make apikey` cannot reach the emulator); a restart reuses it, and without it, 401."""
+    env = {**devserver_env, "AUTH_MODE": "api_key"}
+    keys: list[str] = []
+    for _ in range(2):
+        server = start_devserver(env)
+        try:
+            body = {"messages": [{"role": "user", "content": "Say hello"}], "model": "mock/echo"}
+            assert httpx.post(f"{server.base_url}/api/chat/sse", json=body, timeout=30).status_code == 401
+        finally:
+            assert server.stop() == 0
+        match = re.search(r"API key for local-user \(tier pro\): (\S+)", server.output)
+        assert match, server.output
+        keys.append(match[1])
+        assert f"-H 'x-api-key: {match[1]}'" in server.output  # the curl examples carry it
+    assert keys[0] == keys[1]
+    assert (tmp_path / "local-api-key").read_text().strip() == keys[0]
+
+    server = start_devserver(env)
+    try:
+        response = httpx.post(f"{server.base_url}/v1/chat/completions", timeout=30, headers={"x-api-key": keys[0]},
+                              json={"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"]
+    finally:
+        server.stop()
