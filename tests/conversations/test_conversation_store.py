@@ -150,3 +150,22 @@ def test_cursors_are_checked_against_their_owner(store: ConversationStore, user:
     for garbage in ("%%%", "e30", "bm90IGpzb24"):
         with pytest.raises(errors.RequestError):
             decode_cursor(garbage, user)
+
+
+def test_the_list_order_moves_with_questions_not_answers(store: ConversationStore, user: str) -> None:
+    """An answer's metadata update keeps the index key (one index write instead of a delete and a
+    put); the next question moves the conversation to the top as before."""
+    def order_key() -> tuple[str, str]:
+        item = store.client.get_item(TableName=store.table, ConsistentRead=True,
+                                     Key={"pk": {"S": conversation_pk(user, "c")}, "sk": {"S": "META"}})["Item"]
+        return item["gsi1sk"]["S"], item["updated_at"]["S"]
+
+    store.append_message(user, "c", StoredMessage(id="q1", role="user", text="first"))
+    asked, asked_at = order_key()
+    store.append_message(user, "c", StoredMessage(id="a1", role="assistant", text="answer"), existing=True,
+                         answers="q1")
+    answered, answered_at = order_key()
+    assert answered == asked and answered_at > asked_at
+    store.append_message(user, "c", StoredMessage(id="q2", role="user", text="second"))
+    assert order_key()[0] > asked
+    assert [c.conversation_id for c in store.list_conversations(user)[0]] == ["c"]

@@ -457,9 +457,11 @@ class ConversationStore:
         marker = {"pk": pk, "sk": ID_PREFIX + message.id, "type": "message_id", "position": message.position,
                   "expires_at": expires_at}
         usage = message.usage or {}
+        # The list's order key moves with the question; an answer (`existing`) leaves it, so the index
+        # entry is rewritten in place (1 write unit) instead of deleted and put again (2).
+        order = "gsi1sk = if_not_exists(gsi1sk, :gs)" if existing else "gsi1sk = :gs"
         sets = ["#type = :meta", "conversation_id = :cid", "user_id = :uid",
-                "created_at = if_not_exists(created_at, :now)", "updated_at = :now", "gsi1pk = :g",
-                "gsi1sk = :gs"]
+                "created_at = if_not_exists(created_at, :now)", "updated_at = :now", "gsi1pk = :g", order]
         adds = ["version :one", "message_count :count", "input_tokens :in", "output_tokens :out"]
         values: dict[str, Any] = {
             ":meta": "conversation", ":cid": conversation_id, ":uid": user_id, ":now": now,
