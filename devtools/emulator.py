@@ -317,7 +317,7 @@ def _sweep_expired(app: EmulatorApp, every_s: float, stop: threading.Event) -> N
 
 
 def serve(host: str, port: int, state_dir: Path | None, reset: bool, parent_pid: int | None,
-          ttl_sweep_s: float = DEFAULT_TTL_SWEEP_S) -> int:
+          ttl_sweep_s: float = DEFAULT_TTL_SWEEP_S, profile: Path | None = None) -> int:
     """The emulator process: print one JSON line once listening, serve until told to stop, then save."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
@@ -350,6 +350,14 @@ def serve(host: str, port: int, state_dir: Path | None, reset: bool, parent_pid:
                       "notes": notes}), flush=True)
     sys.stdout = sys.stderr  # the parent reads only that line; anything later must not fill the pipe
 
+    profiler = None
+    if profile is not None:
+        import cProfile
+
+        # Since Python 3.12 one profiler sees every thread: the server loop, each connection, moto.
+        profiler = cProfile.Profile()
+        profiler.enable()
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -363,6 +371,9 @@ def serve(host: str, port: int, state_dir: Path | None, reset: bool, parent_pid:
         if parent_pid is not None and os.getppid() != parent_pid:
             break  # the parent died without stopping us: save and go
     server.shutdown()
+    if profiler is not None and profile is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
     with app.lock:  # no request is half-applied while the state is written
         if state_file is not None:
             print(f"emulator: {save()}", file=sys.stderr, flush=True)
@@ -379,8 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, help="stop (and save) when this process is gone")
     parser.add_argument("--ttl-sweep-seconds", type=float, default=DEFAULT_TTL_SWEEP_S,
                         help=f"delete expired items this often (default {DEFAULT_TTL_SWEEP_S:g}; 0: never)")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="profile the process (cProfile) and write the stats to FILE when it stops")
     args = parser.parse_args(argv)
-    return serve(args.host, args.port, args.state_dir, args.reset, args.parent_pid, args.ttl_sweep_seconds)
+    return serve(args.host, args.port, args.state_dir, args.reset, args.parent_pid, args.ttl_sweep_seconds,
+                 args.profile)
 
 
 # --- in the process that starts it -----------------------------------------------------------
@@ -444,10 +458,12 @@ def _child_env() -> dict[str, str]:
 
 
 def start_emulator(state_dir: Path | None = None, *, reset: bool = False, host: str = "127.0.0.1", port: int = 0,
-                   timeout: float = STARTUP_TIMEOUT_S, ttl_sweep_seconds: float = DEFAULT_TTL_SWEEP_S) -> Emulator:
+                   timeout: float = STARTUP_TIMEOUT_S, ttl_sweep_seconds: float = DEFAULT_TTL_SWEEP_S,
+                   profile: Path | str | None = None) -> Emulator:
     """Start the emulator process and return once it listens. Without `state_dir` its data lives in memory.
 
-    Expired items are deleted every `ttl_sweep_seconds` (0: never, only on `Emulator.expire()`).
+    Expired items are deleted every `ttl_sweep_seconds` (0: never, only on `Emulator.expire()`). With
+    `profile`, the process writes a cProfile of everything it ran to that file when it stops.
     """
     command = [sys.executable, "-m", "devtools.emulator", "--host", host, "--port", str(port),
                "--parent-pid", str(os.getpid()), "--ttl-sweep-seconds", str(ttl_sweep_seconds)]
@@ -455,6 +471,8 @@ def start_emulator(state_dir: Path | None = None, *, reset: bool = False, host: 
         command += ["--state-dir", str(state_dir)]
     if reset:
         command.append("--reset")
+    if profile is not None:
+        command += ["--profile", str(Path(profile).resolve())]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=_child_env(), stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, start_new_session=True)
     # Its own session: Ctrl-C on `make dev` reaches the app, which then stops the emulator in order.
