@@ -50,6 +50,9 @@ DEFAULT_TTL_SWEEP_S = 30.0
 
 _TARGET = re.compile(r"^DynamoDB_\d+\.(\w+)$")
 _REGION = re.compile(r"Credential=[^/]*/\d+/([^/]+)/")
+_SIGNING_SERVICE = re.compile(r"Credential=[^/]*/\d+/[^/]+/([^/]+)/")
+# An idle keep-alive connection is closed after this long (its thread ends); clients reconnect.
+IDLE_CONNECTION_S = 120.0
 
 
 # --- inside the emulator process -----------------------------------------------------------
@@ -168,6 +171,9 @@ class EmulatorApp:
     def __init__(self, moto_app: Callable[..., Iterable[bytes]], save: Callable[[], str] | None = None) -> None:
         self.moto_app = moto_app
         self.lock = threading.Lock()
+        # moto's dispatcher finds the service of every request anew (listing its own package directory
+        # each time); a DynamoDB request goes to the app it found for the first one signed for that service.
+        self._dynamodb_apps: dict[str, Callable[..., Iterable[bytes]]] = {}
         self.accounting = Accounting()
         self._save = save
 
@@ -204,7 +210,7 @@ class EmulatorApp:
             status.append(code)
             return start_response(code, headers, *args)
 
-        chunks = list(self.moto_app(wsgi_env, capture))
+        chunks = list(self._dynamodb_app(wsgi_env)(wsgi_env, capture))
         with contextlib.suppress(Exception):
             for key, table, attrs, kind, transactional in writes:
                 if key is None:
@@ -217,6 +223,16 @@ class EmulatorApp:
             if status and status[0].startswith("200"):
                 stats.read_units += _read_units(operation, request, json.loads(b"".join(chunks) or b"{}"))
         return chunks
+
+    def _dynamodb_app(self, wsgi_env: dict[str, Any]) -> Callable[..., Iterable[bytes]]:
+        signed = _SIGNING_SERVICE.search(wsgi_env.get("HTTP_AUTHORIZATION", ""))
+        get_application = getattr(self.moto_app, "get_application", None)
+        if signed is None or get_application is None:
+            return self.moto_app
+        app = self._dynamodb_apps.get(signed[1])
+        if app is None:
+            app = self._dynamodb_apps[signed[1]] = get_application(wsgi_env)
+        return app
 
     def expire(self) -> int:
         """Delete the items whose time to live has passed (between requests); the number deleted."""
@@ -308,6 +324,81 @@ def _lock(state_dir: Path) -> Any:
     return handle
 
 
+def _request_handler() -> type:
+    """moto's request handler, answering over HTTP/1.1 keep-alive connections.
+
+    werkzeug's development server closes the connection after every response (it cannot tell whether
+    the application read the whole request body, and drains the socket after each response), so each
+    request paid a new TCP connection and a new thread. This handler reads the whole request body
+    before the application runs, and sends the whole response with its length: the connection is then
+    at the next request line, and stays open for it.
+    """
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    class KeepAliveRequestHandler(MotoRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are separate writes: no delayed-ACK stall
+        timeout = IDLE_CONNECTION_S
+
+        def run_wsgi(self) -> None:
+            if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            environ: dict[str, Any] = self.make_environ()
+            stream = environ["wsgi.input"]
+            if environ.get("wsgi.input_terminated"):  # chunked: werkzeug's de-chunking reader stops at the end
+                body = stream.read()
+            else:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                body = stream.read(length) if length > 0 else b""
+                if len(body) != length:  # the client went away mid-body
+                    self.close_connection = True
+                    return
+            environ["wsgi.input"] = io.BytesIO(body)
+            started: list[Any] = []
+            written: list[bytes] = []
+
+            def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                started[:] = [status, headers]
+                return written.append
+
+            try:
+                result = self.server.app(environ, start_response)
+                try:
+                    written.extend(result)
+                finally:
+                    if hasattr(result, "close"):
+                        result.close()
+                status, headers = started
+            except Exception:
+                import traceback
+
+                self.log_error("Error on request:\n%s", traceback.format_exc())
+                status, headers, written[:] = "500 INTERNAL SERVER ERROR", [], [b""]
+                self.close_connection = True
+            self._respond(environ, status, headers, b"".join(written))
+
+        def _respond(self, environ: dict[str, Any], status: str, headers: list[tuple[str, str]],
+                     content: bytes) -> None:
+            code, _, reason = status.partition(" ")
+            self.send_response(int(code), reason)
+            bodiless = environ["REQUEST_METHOD"] == "HEAD" or int(code) in (204, 304) or int(code) < 200
+            has_length = False
+            for key, value in headers:
+                has_length = has_length or key.lower() == "content-length"
+                self.send_header(key, value)
+            if not has_length and not bodiless:
+                self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            if content and not bodiless:
+                self.wfile.write(content)
+
+        def log_error(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+            if not format.startswith("Request timed out"):  # an idle connection closed: not an error
+                super().log_error(format, *args)
+
+    return KeepAliveRequestHandler
+
+
 def _sweep_expired(app: EmulatorApp, every_s: float, stop: threading.Event) -> None:
     while not stop.wait(every_s):
         try:
@@ -319,7 +410,7 @@ def _sweep_expired(app: EmulatorApp, every_s: float, stop: threading.Event) -> N
 def serve(host: str, port: int, state_dir: Path | None, reset: bool, parent_pid: int | None,
           ttl_sweep_s: float = DEFAULT_TTL_SWEEP_S, profile: Path | None = None) -> int:
     """The emulator process: print one JSON line once listening, serve until told to stop, then save."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
     from devtools import moto_patches
@@ -344,7 +435,7 @@ def serve(host: str, port: int, state_dir: Path | None, reset: bool, parent_pid:
         return save_state(state_file) if state_file is not None else "nothing saved (no state directory)"
 
     app = EmulatorApp(DomainDispatcherApplication(create_backend_app), save)
-    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(host, port, app, threaded=True, request_handler=_request_handler())
     endpoint = f"http://{host}:{server.server_port}"
     print(json.dumps({"endpoint": endpoint, "pid": os.getpid(), "state_file": str(state_file) if state_file else None,
                       "notes": notes}), flush=True)
