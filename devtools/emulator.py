@@ -9,8 +9,10 @@
   item one at a time) lets only one pass; serializing restores that per-item atomicity while clients
   still race over concurrent connections;
 - patches moto's DynamoDB so a transaction or a query costs what it touches (`devtools.moto_patches`);
-- counts DynamoDB requests by operation (`X-Amz-Target`) with the read and write units they consume
-  (`devtools.capacity_units`), served at `GET /_emulator/stats` (`DELETE` resets);
+- counts DynamoDB requests by operation (`X-Amz-Target`), served at `GET /_emulator/stats` (`DELETE`
+  resets); after `DELETE /_emulator/stats?units=on` also the read and write units they consume
+  (`devtools.capacity_units`: item sizes before and after each write, which is most of the counting's
+  cost, so only the benchmarks that report units pay it);
 - deletes expired items, as DynamoDB's time to live does, in a sweep every `--ttl-sweep-seconds`
   (`devtools.ttl_sweep`; `POST /_emulator/expire` sweeps now);
 - with a state directory, loads the DynamoDB tables from it at start and saves them when it stops
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -67,11 +70,14 @@ class OperationStats:
 
 @dataclass
 class Accounting:
-    """DynamoDB requests by operation, with the capacity units they consumed."""
+    """DynamoDB requests by operation, with the capacity units they consumed when `units` is on."""
 
+    units: bool = False
     operations: dict[str, OperationStats] = field(default_factory=lambda: defaultdict(OperationStats))
 
     def as_json(self) -> dict[str, Any]:
+        if not self.units:
+            return {name: {"requests": s.requests} for name, s in sorted(self.operations.items())}
         return {name: {"requests": s.requests, "read_units": s.read_units, "write_units": s.write_units}
                 for name, s in sorted(self.operations.items())}
 
@@ -195,6 +201,8 @@ class EmulatorApp:
         wsgi_env["wsgi.input"] = io.BytesIO(body)
         stats = self.accounting.operations[operation]
         stats.requests += 1
+        if not self.accounting.units:
+            return list(self._dynamodb_app(wsgi_env)(wsgi_env, start_response))
         try:
             request = json.loads(body or b"{}")
             tables = _Tables(wsgi_env)
@@ -248,8 +256,9 @@ class EmulatorApp:
             with self.lock:
                 payload = self.accounting.as_json()
         elif route == "stats" and method == "DELETE":
+            units = urllib.parse.parse_qs(wsgi_env.get("QUERY_STRING", "")).get("units", ["off"])[-1] == "on"
             with self.lock:
-                self.accounting = Accounting()
+                self.accounting = Accounting(units=units)
             payload = {}
         elif route == "save" and method == "POST":
             with self.lock:
@@ -388,11 +397,13 @@ def _request_handler() -> type:
                 self.send_header(key, value)
             if not has_length and not bodiless:
                 self.send_header("Content-Length", str(len(content)))
+            if self.close_connection:  # the client asked for it, or the request failed
+                self.send_header("Connection", "close")
             self.end_headers()
             if content and not bodiless:
                 self.wfile.write(content)
 
-        def log_error(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        def log_error(self, format: str, *args: Any) -> None:
             if not format.startswith("Request timed out"):  # an idle connection closed: not an error
                 super().log_error(format, *args)
 
@@ -512,12 +523,16 @@ class Emulator:
             return json.loads(response.read() or b"null")
 
     def stats(self) -> dict[str, dict[str, float]]:
-        """DynamoDB requests and capacity units by operation since the start or the last `reset_stats()`."""
+        """DynamoDB requests by operation since the start or the last `reset_stats()`.
+
+        With `read_units` and `write_units` when that reset turned unit counting on.
+        """
         result: dict[str, dict[str, float]] = self._call("GET", "stats")
         return result
 
-    def reset_stats(self) -> None:
-        self._call("DELETE", "stats")
+    def reset_stats(self, *, units: bool = False) -> None:
+        """Start counting from zero; with `units`, count the capacity units too (it slows every request)."""
+        self._call("DELETE", "stats?units=on" if units else "stats")
 
     def save(self) -> str:
         """Save the state now (it is also saved on stop)."""

@@ -22,6 +22,11 @@ Written against moto 5.2.5; docs/local-dynamodb.md has the upstream report.
    patch converts an `AttributeValue` in one pass, with the generic serializer's exact result (strings
    as they are, binary base64-encoded the same way, booleans as they are), and leaves any value it does
    not recognise (or any service but DynamoDB) to moto.
+5. `UpdateItem` (and each `Update` of a transaction) parses its `UpdateExpression` twice per request
+   (once to check the placeholders, once to apply it) with moto's hand-written parser. The result
+   depends on the string alone and moto never changes it (the validator that resolves names and
+   values works on a deep copy), so the patch keeps the last 256 parsed expressions; an expression
+   that fails to parse is not kept and fails every time, as before.
 
 All keep moto's validation, condition evaluation and error reporting: they wrap moto's functions
 rather than copy them. `apply()` is idempotent; `revert()` exists for the regression tests.
@@ -167,6 +172,23 @@ def _all_items(self: Any) -> list[Any]:
     return sorted(bucket.values(), key=lambda item: item.range_key)
 
 
+_PARSED_UPDATE_EXPRESSIONS = 256
+
+
+def _cached_update_parser(make: Any) -> Any:
+    """`UpdateExpressionParser.make` behind an LRU cache keyed by the expression string (5)."""
+    import functools
+
+    @functools.lru_cache(maxsize=_PARSED_UPDATE_EXPRESSIONS)
+    def parse(expression: str) -> Any:
+        return make(expression)
+
+    def cached_make(cls: type, expression: Any) -> Any:
+        return parse(expression) if isinstance(expression, str) else make(expression)
+
+    return classmethod(cached_make)
+
+
 _SCALARS = {"S": str, "N": str, "BOOL": bool, "NULL": bool}
 _STRING_SETS = ("SS", "NS")
 _ATTRIBUTE_VALUE_SERVICES = ("dynamodb", "dynamodbstreams")
@@ -240,9 +262,11 @@ def apply() -> None:
     from moto.core.serialize import BaseJSONSerializer
     from moto.dynamodb.models.dynamo_type import Item
     from moto.dynamodb.models.table import Table
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 
     _originals["item_new"] = Item.__dict__.get("__new__")
     _originals["serialize_type_structure"] = BaseJSONSerializer._serialize_type_structure
+    _originals["update_parser_make"] = UpdateExpressionParser.__dict__["make"]
     _originals["transact_write_items"] = models.DynamoDBBackend.transact_write_items
     _originals["query"] = Table.query
     _originals["all_items"] = Table.all_items
@@ -253,6 +277,7 @@ def apply() -> None:
     Table.all_items = _all_items  # type: ignore[method-assign]
     Item.__new__ = staticmethod(_untracked_item)  # type: ignore[assignment]
     BaseJSONSerializer._serialize_type_structure = _serialize_type_structure  # type: ignore[method-assign]
+    UpdateExpressionParser.make = _cached_update_parser(UpdateExpressionParser.make)
 
 
 def revert() -> None:
@@ -263,8 +288,10 @@ def revert() -> None:
     from moto.core.serialize import BaseJSONSerializer
     from moto.dynamodb.models.dynamo_type import Item
     from moto.dynamodb.models.table import Table
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 
     BaseJSONSerializer._serialize_type_structure = _originals.pop("serialize_type_structure")  # type: ignore[method-assign]
+    UpdateExpressionParser.make = _originals.pop("update_parser_make")
     original_new = _originals.pop("item_new")
     if original_new is None:
         del Item.__new__  # back to BaseModel.__new__, which tracks every instance
