@@ -352,17 +352,17 @@ def _request_handler() -> type:
         def run_wsgi(self) -> None:
             if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
                 self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            environ: dict[str, Any] = self.make_environ()
-            stream = environ["wsgi.input"]
-            if environ.get("wsgi.input_terminated"):  # chunked: werkzeug's de-chunking reader stops at the end
+            wsgi_env: dict[str, Any] = self.make_environ()
+            stream = wsgi_env["wsgi.input"]
+            if wsgi_env.get("wsgi.input_terminated"):  # chunked: werkzeug's de-chunking reader stops at the end
                 body = stream.read()
             else:
-                length = int(environ.get("CONTENT_LENGTH") or 0)
+                length = int(wsgi_env.get("CONTENT_LENGTH") or 0)
                 body = stream.read(length) if length > 0 else b""
                 if len(body) != length:  # the client went away mid-body
                     self.close_connection = True
                     return
-            environ["wsgi.input"] = io.BytesIO(body)
+            wsgi_env["wsgi.input"] = io.BytesIO(body)
             started: list[Any] = []
             written: list[bytes] = []
 
@@ -371,7 +371,7 @@ def _request_handler() -> type:
                 return written.append
 
             try:
-                result = self.server.app(environ, start_response)
+                result = self.server.app(wsgi_env, start_response)
                 try:
                     written.extend(result)
                 finally:
@@ -384,13 +384,13 @@ def _request_handler() -> type:
                 self.log_error("Error on request:\n%s", traceback.format_exc())
                 status, headers, written[:] = "500 INTERNAL SERVER ERROR", [], [b""]
                 self.close_connection = True
-            self._respond(environ, status, headers, b"".join(written))
+            self._respond(wsgi_env, status, headers, b"".join(written))
 
-        def _respond(self, environ: dict[str, Any], status: str, headers: list[tuple[str, str]],
+        def _respond(self, wsgi_env: dict[str, Any], status: str, headers: list[tuple[str, str]],
                      content: bytes) -> None:
             code, _, reason = status.partition(" ")
             self.send_response(int(code), reason)
-            bodiless = environ["REQUEST_METHOD"] == "HEAD" or int(code) in (204, 304) or int(code) < 200
+            bodiless = wsgi_env["REQUEST_METHOD"] == "HEAD" or int(code) in (204, 304) or int(code) < 200
             has_length = False
             for key, value in headers:
                 has_length = has_length or key.lower() == "content-length"
