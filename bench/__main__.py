@@ -2,8 +2,8 @@
 
 The chat relay section is `bench.chat`; the other sections come from `bench.providers`,
 `bench.routing`, `bench.storage`, `bench.limits`, `bench.fullstack` (storage, limits and leases vs
-relay only, DynamoDB units and cost per turn) and `bench.sustained` (thousands of turns through the
-dev server) when those modules exist, each exposing `run() -> str` (a markdown section; `run(quick=True)`
+relay only, DynamoDB units and cost per turn), `bench.sustained` (thousands of turns through the
+dev server) and `bench.emulator` (the embedded emulator's own cost per DynamoDB request) when those modules exist, each exposing `run() -> str` (a markdown section; `run(quick=True)`
 when it has a quick mode). A section that fails is reported in the file and makes the
 command exit non-zero; the others still run.
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench import chat
 
-OTHER_SECTIONS = ("providers", "routing", "storage", "limits", "fullstack", "sustained", "resumable")
+OTHER_SECTIONS = ("providers", "routing", "storage", "limits", "fullstack", "sustained", "resumable", "emulator")
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 

@@ -254,7 +254,7 @@ def measure_path(name: str, upstream: str, extra_env: dict[str, str], headers: d
         per_turn = None
         if emulator is not None:
             asyncio.run(_turns(url, headers, 1))  # the conversation's first turn, not counted
-            emulator.reset_stats()
+            emulator.reset_stats(units=True)
             asyncio.run(_turns(url, headers, options.turn_samples))
             time.sleep(0.5)  # writes that finish after the response (none expected) still count
             per_turn = {op: {k: v / options.turn_samples for k, v in stats.items()}

@@ -75,7 +75,7 @@ def main(turns: int = 100) -> None:
         for n in range(turns):
             ttft["off"].append(turn(urls["off"], "local", f"off2-{n // 20}", n))
             ttft["on/search"].append(turn(urls["on"], "local", f"sr-{n // 20}", n))
-        emulator.reset_stats()
+        emulator.reset_stats(units=True)
         per_turn = 20
         for n in range(per_turn):
             turn(urls["on"], "local", f"stats-{n}", n)

@@ -81,7 +81,7 @@ def measure(config: Config, upstream: str, env: dict[str, str], emulator: Any, k
         direct, through = asyncio.run(_ttft(upstream, url, headers, run.ttft))
         config.ttft_added_p50 = percentile(through, 50) - percentile(direct, 50)
         config.ttft_added_p95 = percentile(through, 95) - percentile(direct, 95)
-        emulator.reset_stats()
+        emulator.reset_stats(units=True)
         config.answer_s = asyncio.run(_paced_turns(url, headers, run, config.pace_ms))
         time.sleep(0.5)
         config.per_turn = {op: {k: v / run.turns for k, v in stats.items()} for op, stats in emulator.stats().items()}

@@ -50,11 +50,9 @@ def _median(values: list[float]) -> float:
 
 async def _measure(memory: Any, counter: RoundTripCounter, user: str, conversation: str,
                    rounds: int) -> dict[str, Any]:
-    from chatcore.api.schemas import ChatRequestBody
-    from chatcore.auth import Principal
+    from chatcore.api.schemas import ChatRequestBody, to_chat_request
     from chatcore.events import Finish, Start, TextDelta, Usage, UsageReport
 
-    principal = Principal(user_id=user)
     before_ms: list[float] = []
     before_calls: list[list[tuple[str, float]]] = []
     after_ms: list[float] = []
@@ -64,7 +62,7 @@ async def _measure(memory: Any, counter: RoundTripCounter, user: str, conversati
             {"id": f"u-{uuid.uuid4().hex[:8]}", "role": "user", "parts": [{"type": "text", "text": f"question {n}"}]}]})
         counter.take()
         began = time.perf_counter()
-        turn = await memory.begin(principal, body, False)
+        turn = await memory.begin(user, to_chat_request(body), None)
         before_ms.append((time.perf_counter() - began) * 1000)
         before_calls.append(counter.take())
 

@@ -9,8 +9,10 @@
   item one at a time) lets only one pass; serializing restores that per-item atomicity while clients
   still race over concurrent connections;
 - patches moto's DynamoDB so a transaction or a query costs what it touches (`devtools.moto_patches`);
-- counts DynamoDB requests by operation (`X-Amz-Target`) with the read and write units they consume
-  (`devtools.capacity_units`), served at `GET /_emulator/stats` (`DELETE` resets);
+- counts DynamoDB requests by operation (`X-Amz-Target`), served at `GET /_emulator/stats` (`DELETE`
+  resets); after `DELETE /_emulator/stats?units=on` also the read and write units they consume
+  (`devtools.capacity_units`: item sizes before and after each write, which is most of the counting's
+  cost, so only the benchmarks that report units pay it);
 - deletes expired items, as DynamoDB's time to live does, in a sweep every `--ttl-sweep-seconds`
   (`devtools.ttl_sweep`; `POST /_emulator/expire` sweeps now);
 - with a state directory, loads the DynamoDB tables from it at start and saves them when it stops
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +53,9 @@ DEFAULT_TTL_SWEEP_S = 30.0
 
 _TARGET = re.compile(r"^DynamoDB_\d+\.(\w+)$")
 _REGION = re.compile(r"Credential=[^/]*/\d+/([^/]+)/")
+_SIGNING_SERVICE = re.compile(r"Credential=[^/]*/\d+/[^/]+/([^/]+)/")
+# An idle keep-alive connection is closed after this long (its thread ends); clients reconnect.
+IDLE_CONNECTION_S = 120.0
 
 
 # --- inside the emulator process -----------------------------------------------------------
@@ -64,11 +70,14 @@ class OperationStats:
 
 @dataclass
 class Accounting:
-    """DynamoDB requests by operation, with the capacity units they consumed."""
+    """DynamoDB requests by operation, with the capacity units they consumed when `units` is on."""
 
+    units: bool = False
     operations: dict[str, OperationStats] = field(default_factory=lambda: defaultdict(OperationStats))
 
     def as_json(self) -> dict[str, Any]:
+        if not self.units:
+            return {name: {"requests": s.requests} for name, s in sorted(self.operations.items())}
         return {name: {"requests": s.requests, "read_units": s.read_units, "write_units": s.write_units}
                 for name, s in sorted(self.operations.items())}
 
@@ -168,6 +177,9 @@ class EmulatorApp:
     def __init__(self, moto_app: Callable[..., Iterable[bytes]], save: Callable[[], str] | None = None) -> None:
         self.moto_app = moto_app
         self.lock = threading.Lock()
+        # moto's dispatcher finds the service of every request anew (listing its own package directory
+        # each time); a DynamoDB request goes to the app it found for the first one signed for that service.
+        self._dynamodb_apps: dict[str, Callable[..., Iterable[bytes]]] = {}
         self.accounting = Accounting()
         self._save = save
 
@@ -189,6 +201,8 @@ class EmulatorApp:
         wsgi_env["wsgi.input"] = io.BytesIO(body)
         stats = self.accounting.operations[operation]
         stats.requests += 1
+        if not self.accounting.units:
+            return list(self._dynamodb_app(wsgi_env)(wsgi_env, start_response))
         try:
             request = json.loads(body or b"{}")
             tables = _Tables(wsgi_env)
@@ -204,7 +218,7 @@ class EmulatorApp:
             status.append(code)
             return start_response(code, headers, *args)
 
-        chunks = list(self.moto_app(wsgi_env, capture))
+        chunks = list(self._dynamodb_app(wsgi_env)(wsgi_env, capture))
         with contextlib.suppress(Exception):
             for key, table, attrs, kind, transactional in writes:
                 if key is None:
@@ -217,6 +231,16 @@ class EmulatorApp:
             if status and status[0].startswith("200"):
                 stats.read_units += _read_units(operation, request, json.loads(b"".join(chunks) or b"{}"))
         return chunks
+
+    def _dynamodb_app(self, wsgi_env: dict[str, Any]) -> Callable[..., Iterable[bytes]]:
+        signed = _SIGNING_SERVICE.search(wsgi_env.get("HTTP_AUTHORIZATION", ""))
+        get_application = getattr(self.moto_app, "get_application", None)
+        if signed is None or get_application is None:
+            return self.moto_app
+        app = self._dynamodb_apps.get(signed[1])
+        if app is None:
+            app = self._dynamodb_apps[signed[1]] = get_application(wsgi_env)
+        return app
 
     def expire(self) -> int:
         """Delete the items whose time to live has passed (between requests); the number deleted."""
@@ -232,8 +256,9 @@ class EmulatorApp:
             with self.lock:
                 payload = self.accounting.as_json()
         elif route == "stats" and method == "DELETE":
+            units = urllib.parse.parse_qs(wsgi_env.get("QUERY_STRING", "")).get("units", ["off"])[-1] == "on"
             with self.lock:
-                self.accounting = Accounting()
+                self.accounting = Accounting(units=units)
             payload = {}
         elif route == "save" and method == "POST":
             with self.lock:
@@ -308,6 +333,83 @@ def _lock(state_dir: Path) -> Any:
     return handle
 
 
+def _request_handler() -> type:
+    """moto's request handler, answering over HTTP/1.1 keep-alive connections.
+
+    werkzeug's development server closes the connection after every response (it cannot tell whether
+    the application read the whole request body, and drains the socket after each response), so each
+    request paid a new TCP connection and a new thread. This handler reads the whole request body
+    before the application runs, and sends the whole response with its length: the connection is then
+    at the next request line, and stays open for it.
+    """
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    class KeepAliveRequestHandler(MotoRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are separate writes: no delayed-ACK stall
+        timeout = IDLE_CONNECTION_S
+
+        def run_wsgi(self) -> None:
+            if self.headers.get("Expect", "").lower().strip(" \t") == "100-continue":
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            wsgi_env: dict[str, Any] = self.make_environ()
+            stream = wsgi_env["wsgi.input"]
+            if wsgi_env.get("wsgi.input_terminated"):  # chunked: werkzeug's de-chunking reader stops at the end
+                body = stream.read()
+            else:
+                length = int(wsgi_env.get("CONTENT_LENGTH") or 0)
+                body = stream.read(length) if length > 0 else b""
+                if len(body) != length:  # the client went away mid-body
+                    self.close_connection = True
+                    return
+            wsgi_env["wsgi.input"] = io.BytesIO(body)
+            started: list[Any] = []
+            written: list[bytes] = []
+
+            def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                started[:] = [status, headers]
+                return written.append
+
+            try:
+                result = self.server.app(wsgi_env, start_response)
+                try:
+                    written.extend(result)
+                finally:
+                    if hasattr(result, "close"):
+                        result.close()
+                status, headers = started
+            except Exception:
+                import traceback
+
+                self.log_error("Error on request:\n%s", traceback.format_exc())
+                status, headers, written[:] = "500 INTERNAL SERVER ERROR", [], [b""]
+                self.close_connection = True
+            self._respond(wsgi_env, status, headers, b"".join(written))
+
+        def _respond(self, wsgi_env: dict[str, Any], status: str, headers: list[tuple[str, str]],
+                     content: bytes) -> None:
+            code, _, reason = status.partition(" ")
+            self.send_response(int(code), reason)
+            bodiless = wsgi_env["REQUEST_METHOD"] == "HEAD" or int(code) in (204, 304) or int(code) < 200
+            has_length = False
+            for key, value in headers:
+                has_length = has_length or key.lower() == "content-length"
+                self.send_header(key, value)
+            if not has_length and not bodiless:
+                self.send_header("Content-Length", str(len(content)))
+            if self.close_connection:  # the client asked for it, or the request failed
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if content and not bodiless:
+                self.wfile.write(content)
+
+        def log_error(self, format: str, *args: Any) -> None:
+            if not format.startswith("Request timed out"):  # an idle connection closed: not an error
+                super().log_error(format, *args)
+
+    return KeepAliveRequestHandler
+
+
 def _sweep_expired(app: EmulatorApp, every_s: float, stop: threading.Event) -> None:
     while not stop.wait(every_s):
         try:
@@ -317,9 +419,9 @@ def _sweep_expired(app: EmulatorApp, every_s: float, stop: threading.Event) -> N
 
 
 def serve(host: str, port: int, state_dir: Path | None, reset: bool, parent_pid: int | None,
-          ttl_sweep_s: float = DEFAULT_TTL_SWEEP_S) -> int:
+          ttl_sweep_s: float = DEFAULT_TTL_SWEEP_S, profile: Path | None = None) -> int:
     """The emulator process: print one JSON line once listening, serve until told to stop, then save."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
     from devtools import moto_patches
@@ -344,11 +446,19 @@ def serve(host: str, port: int, state_dir: Path | None, reset: bool, parent_pid:
         return save_state(state_file) if state_file is not None else "nothing saved (no state directory)"
 
     app = EmulatorApp(DomainDispatcherApplication(create_backend_app), save)
-    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(host, port, app, threaded=True, request_handler=_request_handler())
     endpoint = f"http://{host}:{server.server_port}"
     print(json.dumps({"endpoint": endpoint, "pid": os.getpid(), "state_file": str(state_file) if state_file else None,
                       "notes": notes}), flush=True)
     sys.stdout = sys.stderr  # the parent reads only that line; anything later must not fill the pipe
+
+    profiler = None
+    if profile is not None:
+        import cProfile
+
+        # Since Python 3.12 one profiler sees every thread: the server loop, each connection, moto.
+        profiler = cProfile.Profile()
+        profiler.enable()
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -363,6 +473,9 @@ def serve(host: str, port: int, state_dir: Path | None, reset: bool, parent_pid:
         if parent_pid is not None and os.getppid() != parent_pid:
             break  # the parent died without stopping us: save and go
     server.shutdown()
+    if profiler is not None and profile is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
     with app.lock:  # no request is half-applied while the state is written
         if state_file is not None:
             print(f"emulator: {save()}", file=sys.stderr, flush=True)
@@ -379,8 +492,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, help="stop (and save) when this process is gone")
     parser.add_argument("--ttl-sweep-seconds", type=float, default=DEFAULT_TTL_SWEEP_S,
                         help=f"delete expired items this often (default {DEFAULT_TTL_SWEEP_S:g}; 0: never)")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="profile the process (cProfile) and write the stats to FILE when it stops")
     args = parser.parse_args(argv)
-    return serve(args.host, args.port, args.state_dir, args.reset, args.parent_pid, args.ttl_sweep_seconds)
+    return serve(args.host, args.port, args.state_dir, args.reset, args.parent_pid, args.ttl_sweep_seconds,
+                 args.profile)
 
 
 # --- in the process that starts it -----------------------------------------------------------
@@ -407,12 +523,16 @@ class Emulator:
             return json.loads(response.read() or b"null")
 
     def stats(self) -> dict[str, dict[str, float]]:
-        """DynamoDB requests and capacity units by operation since the start or the last `reset_stats()`."""
+        """DynamoDB requests by operation since the start or the last `reset_stats()`.
+
+        With `read_units` and `write_units` when that reset turned unit counting on.
+        """
         result: dict[str, dict[str, float]] = self._call("GET", "stats")
         return result
 
-    def reset_stats(self) -> None:
-        self._call("DELETE", "stats")
+    def reset_stats(self, *, units: bool = False) -> None:
+        """Start counting from zero; with `units`, count the capacity units too (it slows every request)."""
+        self._call("DELETE", "stats?units=on" if units else "stats")
 
     def save(self) -> str:
         """Save the state now (it is also saved on stop)."""
@@ -444,10 +564,12 @@ def _child_env() -> dict[str, str]:
 
 
 def start_emulator(state_dir: Path | None = None, *, reset: bool = False, host: str = "127.0.0.1", port: int = 0,
-                   timeout: float = STARTUP_TIMEOUT_S, ttl_sweep_seconds: float = DEFAULT_TTL_SWEEP_S) -> Emulator:
+                   timeout: float = STARTUP_TIMEOUT_S, ttl_sweep_seconds: float = DEFAULT_TTL_SWEEP_S,
+                   profile: Path | str | None = None) -> Emulator:
     """Start the emulator process and return once it listens. Without `state_dir` its data lives in memory.
 
-    Expired items are deleted every `ttl_sweep_seconds` (0: never, only on `Emulator.expire()`).
+    Expired items are deleted every `ttl_sweep_seconds` (0: never, only on `Emulator.expire()`). With
+    `profile`, the process writes a cProfile of everything it ran to that file when it stops.
     """
     command = [sys.executable, "-m", "devtools.emulator", "--host", host, "--port", str(port),
                "--parent-pid", str(os.getpid()), "--ttl-sweep-seconds", str(ttl_sweep_seconds)]
@@ -455,6 +577,8 @@ def start_emulator(state_dir: Path | None = None, *, reset: bool = False, host: 
         command += ["--state-dir", str(state_dir)]
     if reset:
         command.append("--reset")
+    if profile is not None:
+        command += ["--profile", str(Path(profile).resolve())]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=_child_env(), stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, start_new_session=True)
     # Its own session: Ctrl-C on `make dev` reaches the app, which then stops the emulator in order.

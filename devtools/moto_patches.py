@@ -16,6 +16,17 @@ Written against moto 5.2.5; docs/local-dynamodb.md has the upstream report.
    overwritten and deleted items, the copy `UpdateItem` takes of each item it changes, the rollback
    snapshots of 1. Under `make dev` that garbage outweighed the stored data two to one. The patch
    builds `Item`s without tracking them; the dashboard then lists no items (nothing here uses it).
+4. moto turns every response into JSON through its generic, model-driven serializer, which for each
+   member of each `AttributeValue` (ten per value, nested for maps and lists) tries several spellings
+   of the member name on the value. For a Query of 20 items that was most of the request's time. The
+   patch converts an `AttributeValue` in one pass, with the generic serializer's exact result (strings
+   as they are, binary base64-encoded the same way, booleans as they are), and leaves any value it does
+   not recognise (or any service but DynamoDB) to moto.
+5. `UpdateItem` (and each `Update` of a transaction) parses its `UpdateExpression` twice per request
+   (once to check the placeholders, once to apply it) with moto's hand-written parser. The result
+   depends on the string alone and moto never changes it (the validator that resolves names and
+   values works on a deep copy), so the patch keeps the last 256 parsed expressions; an expression
+   that fails to parse is not kept and fails every time, as before.
 
 All keep moto's validation, condition evaluation and error reporting: they wrap moto's functions
 rather than copy them. `apply()` is idempotent; `revert()` exists for the regression tests.
@@ -161,6 +172,78 @@ def _all_items(self: Any) -> list[Any]:
     return sorted(bucket.values(), key=lambda item: item.range_key)
 
 
+_PARSED_UPDATE_EXPRESSIONS = 256
+
+
+def _cached_update_parser(make: Any) -> Any:
+    """`UpdateExpressionParser.make` behind an LRU cache keyed by the expression string (5)."""
+    import functools
+
+    @functools.lru_cache(maxsize=_PARSED_UPDATE_EXPRESSIONS)
+    def parse(expression: str) -> Any:
+        return make(expression)
+
+    def cached_make(cls: type, expression: Any) -> Any:
+        return parse(expression) if isinstance(expression, str) else make(expression)
+
+    return classmethod(cached_make)
+
+
+_SCALARS = {"S": str, "N": str, "BOOL": bool, "NULL": bool}
+_STRING_SETS = ("SS", "NS")
+_ATTRIBUTE_VALUE_SERVICES = ("dynamodb", "dynamodbstreams")
+
+
+def _attribute_value(value: Any, base64: Any) -> dict[str, Any] | None:
+    """What moto's JSON serializer makes of one AttributeValue dict, or None when it is not a plain one."""
+    if len(value) != 1:
+        return None
+    ((kind, data),) = value.items()
+    scalar = _SCALARS.get(kind)
+    if scalar is not None:
+        return {kind: data} if type(data) is scalar else None
+    if kind == "M":
+        if type(data) is not dict:
+            return None
+        members = {}
+        for name, member in data.items():
+            converted = _attribute_value(member, base64) if type(member) is dict else None
+            if converted is None:
+                return None
+            members[name] = converted
+        return {kind: members}
+    if kind == "L":
+        if type(data) is not list:
+            return None
+        elements = []
+        for element in data:
+            converted = _attribute_value(element, base64) if type(element) is dict else None
+            if converted is None:
+                return None
+            elements.append(converted)
+        return {kind: elements}
+    if kind in _STRING_SETS:
+        return {kind: list(data)} if type(data) is list and all(type(v) is str for v in data) else None
+    if kind == "B":
+        return {kind: base64(data)} if isinstance(data, str | bytes) else None
+    if kind == "BS":
+        return {kind: [base64(v) for v in data]} if type(data) is list and all(
+            isinstance(v, str | bytes) for v in data) else None
+    return None
+
+
+def _serialize_type_structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+    """moto's JSON structure serializer, with DynamoDB's AttributeValue converted in one pass (4)."""
+    if (key and shape.name == "AttributeValue" and type(value) is dict
+            and self.service_model.service_name in _ATTRIBUTE_VALUE_SERVICES
+            and not getattr(self._value_picker, "response_transformers", None)):
+        converted = _attribute_value(value, self._base64)
+        if converted is not None:
+            self._default_serialize(serialized, converted, shape, key)
+            return
+    _originals["serialize_type_structure"](self, serialized, value, shape, key)
+
+
 def _untracked_item(cls: type, *args: Any, **kwargs: Any) -> Any:
     """`Item.__new__` without moto's instance tracking (see the module docstring, 3)."""
     return object.__new__(cls)
@@ -176,10 +259,14 @@ def apply() -> None:
     if _originals:
         return
     import moto.dynamodb.models as models
+    from moto.core.serialize import BaseJSONSerializer
     from moto.dynamodb.models.dynamo_type import Item
     from moto.dynamodb.models.table import Table
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 
     _originals["item_new"] = Item.__dict__.get("__new__")
+    _originals["serialize_type_structure"] = BaseJSONSerializer._serialize_type_structure
+    _originals["update_parser_make"] = UpdateExpressionParser.__dict__["make"]
     _originals["transact_write_items"] = models.DynamoDBBackend.transact_write_items
     _originals["query"] = Table.query
     _originals["all_items"] = Table.all_items
@@ -189,6 +276,8 @@ def apply() -> None:
     Table.query = _query  # type: ignore[method-assign]
     Table.all_items = _all_items  # type: ignore[method-assign]
     Item.__new__ = staticmethod(_untracked_item)  # type: ignore[assignment]
+    BaseJSONSerializer._serialize_type_structure = _serialize_type_structure  # type: ignore[method-assign]
+    UpdateExpressionParser.make = _cached_update_parser(UpdateExpressionParser.make)
 
 
 def revert() -> None:
@@ -196,9 +285,13 @@ def revert() -> None:
     if not _originals:
         return
     import moto.dynamodb.models as models
+    from moto.core.serialize import BaseJSONSerializer
     from moto.dynamodb.models.dynamo_type import Item
     from moto.dynamodb.models.table import Table
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 
+    BaseJSONSerializer._serialize_type_structure = _originals.pop("serialize_type_structure")  # type: ignore[method-assign]
+    UpdateExpressionParser.make = _originals.pop("update_parser_make")
     original_new = _originals.pop("item_new")
     if original_new is None:
         del Item.__new__  # back to BaseModel.__new__, which tracks every instance

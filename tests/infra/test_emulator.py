@@ -3,6 +3,7 @@ time, and DynamoDB requests counted by operation with the capacity units they co
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
@@ -54,7 +55,7 @@ def _stats_of(aws_emulator: Emulator, operation: str) -> dict[str, float]:
 
 def test_requests_and_capacity_units_are_counted_at_the_emulator(aws_emulator: Emulator, table: Table) -> None:
     client = table.client
-    aws_emulator.reset_stats()
+    aws_emulator.reset_stats(units=True)
     big = {"pk": {"S": "C#1"}, "sk": {"S": "MSG#1"}, "text": {"S": "x" * 1500}}  # about 1.5 KB: 2 units
     client.put_item(TableName=table.name, Item=big)
     # In the gsi1 index too (both keys present): one more write for the index.
@@ -102,3 +103,42 @@ def test_capacity_unit_rounding() -> None:
     assert read_units([], consistent=False) == 0.5  # a read of nothing still costs the minimum
     assert read_units([{"a": {"S": "x" * 3000}}, {"a": {"S": "x" * 3000}}], consistent=True) == 2.0
     assert read_units([small], consistent=True, transactional=True) == 2.0
+
+
+def test_units_are_counted_only_after_a_reset_that_asks_for_them(aws_emulator: Emulator, table: Table) -> None:
+    aws_emulator.reset_stats()
+    table.client.put_item(TableName=table.name, Item={"pk": {"S": "C#1"}, "sk": {"S": "M#1"}})
+    assert aws_emulator.stats()["PutItem"] == {"requests": 1}
+    aws_emulator.reset_stats(units=True)
+    table.client.put_item(TableName=table.name, Item={"pk": {"S": "C#1"}, "sk": {"S": "M#1"}})
+    assert aws_emulator.stats()["PutItem"] == {"requests": 1, "read_units": 0.0, "write_units": 1.0}
+    aws_emulator.reset_stats()
+
+
+def _raw_list_tables(connection: Any, body: bytes, **headers: str) -> Any:
+    connection.request("POST", "/", body=body, headers={
+        "X-Amz-Target": "DynamoDB_20120810.ListTables", "Content-Type": "application/x-amz-json-1.0",
+        "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20200101/us-east-1/dynamodb/aws4_request, "
+                         "SignedHeaders=host, Signature=x", **headers})
+    return connection.getresponse()
+
+
+def test_connections_are_kept_open_between_requests(aws_emulator: Emulator) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    address = urlsplit(aws_emulator.endpoint)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    try:
+        answers = []
+        for body in (b"{}", b'{"Limit": 1}'):
+            response = _raw_list_tables(connection, body)
+            answers.append((response.status, response.will_close, "TableNames" in json.loads(response.read())))
+        chunked = _raw_list_tables(connection, iter([b'{"Limit"', b": 1}"]))  # no length: http.client chunks it
+        answers.append((chunked.status, chunked.will_close, "TableNames" in json.loads(chunked.read())))
+        assert answers == [(200, False, True)] * 3
+        closing = _raw_list_tables(connection, b"{}", Connection="close")
+        closing.read()
+        assert closing.will_close
+    finally:
+        connection.close()

@@ -226,3 +226,66 @@ def test_patched_moto_frees_overwritten_items(patched_moto: Any) -> None:
     moto_patches.apply()
     assert _overwritten_item_is_freed(patched_moto)
     assert _stored_item("C#3", "MSG#0003").attrs["t"].value == "z"  # the live item is the new one
+
+
+_ATTRIBUTE_VALUES: list[dict[str, Any]] = [
+    {"S": "text"}, {"S": ""}, {"S": "ünïcødé ✓"}, {"N": "-12.5e3"}, {"BOOL": False}, {"BOOL": True},
+    {"NULL": True}, {"B": "AAEC"}, {"B": b"\x00\x01\x02"}, {"SS": ["a", "b"]}, {"NS": ["1", "2.5"]},
+    {"BS": ["AAE=", b"\x03"]}, {"L": []}, {"M": {}},
+    {"M": {"k": {"S": "v"}, "n": {"L": [{"N": "1"}, {"M": {"deep": {"BOOL": True}}}, {"NULL": True}]}}},
+    {"L": [{"SS": ["x"]}, {"B": "AA=="}]},
+    # Not plain AttributeValues: the patch must leave them to moto's generic serializer.
+    {"S": None}, {"S": "a", "N": "1"}, {"M": {"k": "v"}}, {"L": [None]}, {"SS": [1, 2]}, {"X": "y"},
+]
+
+
+def _serialized_get_item(value: dict[str, Any]) -> str:
+    from moto.core.serialize import JSONSerializer, XFormedAttributePicker
+    from moto.core.utils import get_service_model
+
+    operation = get_service_model("dynamodb").operation_model("GetItem")
+    serializer = JSONSerializer(operation, value_picker=XFormedAttributePicker())
+    body: str = serializer.serialize({"Item": {"a": value, "b": {"S": "x"}}})["body"]
+    return body
+
+
+@pytest.mark.parametrize("value", _ATTRIBUTE_VALUES, ids=lambda value: repr(value)[:40])
+def test_patched_serializer_writes_attribute_values_as_moto_does(patched_moto: Any, value: dict[str, Any]) -> None:
+    moto_patches.revert()
+    generic = _serialized_get_item(value)
+    moto_patches.apply()
+    assert _serialized_get_item(value) == generic
+
+
+def _tree(node: Any) -> Any:
+    """A parsed expression as plain data (without parent links), to compare two parses."""
+    if isinstance(node, list | tuple):
+        return [_tree(child) for child in node]
+    if not hasattr(node, "__dict__"):
+        return node
+    return (type(node).__name__, {k: _tree(v) for k, v in vars(node).items() if k != "parent"})
+
+
+def test_patched_update_expression_parser_reuses_the_parse_and_never_alters_it(patched_moto: Any,
+                                                                            table: Table) -> None:
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    expression = "SET #c = if_not_exists(#c, :zero) + :one REMOVE gone"
+    fresh = _tree(UpdateExpressionParser.make(expression))
+    moto_patches.apply()
+    first = UpdateExpressionParser.make(expression)
+    assert UpdateExpressionParser.make(expression) is first and _tree(first) == fresh
+    for _ in range(2):  # a parse error is not kept: moto's own error, every time
+        with pytest.raises(Exception, match=r"Invalid UpdateExpression|Syntax"):
+            UpdateExpressionParser.make("SET = :broken")
+    # Against the emulator (patched there too): the same expression on two items, each updated on its own.
+    for pk in ("C#a", "C#b", "C#a"):
+        table.client.update_item(TableName=table.name, Key=_key(pk, "META"), UpdateExpression=expression,
+                                 ExpressionAttributeNames={"#c": "count"},
+                                 ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"}})
+    assert table.number("C#a", "META", "count") == 2 and table.number("C#b", "META", "count") == 1
+    # The emulator's moto ran its validator on its cached parse three times; ours did too, and it is unchanged.
+    patched_moto.update_item(TableName="big", Key=_key("C#1", "META"), UpdateExpression=expression,
+                             ExpressionAttributeNames={"#c": "count"},
+                             ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"}})
+    assert _tree(UpdateExpressionParser.make(expression)) == fresh
