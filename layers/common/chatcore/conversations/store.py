@@ -560,37 +560,24 @@ class ConversationStore:
     def iter_messages(self, user_id: str, conversation_id: str, after: str | None = None,
                       page_size: int = 500) -> Iterator[StoredMessage]:
         """Every message (after position `after`, when given), oldest first, page by page."""
-        lower = after or MESSAGE_PREFIX
+        for message in self._messages(user_id, conversation_id, after or MESSAGE_PREFIX, page_size, newest_first=False):
+            if message.position != after:  # BETWEEN is inclusive
+                yield message
+
+    def newest_messages(self, user_id: str, conversation_id: str, page_size: int = 8) -> Iterator[StoredMessage]:
+        """The messages newest first, read a small page at a time as the caller iterates: a reader that
+        needs only the last turn pays for a few items, not for a page of history."""
+        return self._messages(user_id, conversation_id, MESSAGE_PREFIX, page_size, newest_first=True)
+
+    def _messages(self, user_id: str, conversation_id: str, lower: str, page_size: int, *,
+                  newest_first: bool) -> Iterator[StoredMessage]:
+        """The readable messages from position `lower` on, one Query page at a time as the caller iterates."""
         request: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
             "ExpressionAttributeValues": {":pk": {"S": conversation_pk(user_id, conversation_id)},
                                           ":lo": {"S": lower}, ":hi": {"S": MESSAGE_PREFIX + "~"}},
-            "ConsistentRead": True,
-            "Limit": page_size,
-        }
-        while True:
-            response = self.client.query(**request)
-            for raw in response.get("Items", []):
-                item = _deserialize(raw)
-                if item["sk"] != after:  # BETWEEN is inclusive
-                    message = _readable(item)
-                    if message is not None:
-                        yield message
-            start_key = response.get("LastEvaluatedKey")
-            if not start_key:
-                return
-            request["ExclusiveStartKey"] = start_key
-
-    def newest_messages(self, user_id: str, conversation_id: str, page_size: int = 8) -> Iterator[StoredMessage]:
-        """The messages newest first, read a small page at a time as the caller iterates: a reader that
-        needs only the last turn pays for a few items, not for a page of history."""
-        request: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
-            "ExpressionAttributeValues": {":pk": {"S": conversation_pk(user_id, conversation_id)},
-                                          ":lo": {"S": MESSAGE_PREFIX}, ":hi": {"S": MESSAGE_PREFIX + "~"}},
-            "ScanIndexForward": False,
+            "ScanIndexForward": not newest_first,
             "ConsistentRead": True,
             "Limit": page_size,
         }
