@@ -157,10 +157,16 @@ def test_stop_from_another_invocation_is_noticed_through_the_log(
     """A stop marker in the log (what a stop request handled by another Lambda instance writes) ends it."""
     url, store = stored_app_server(resumable_streams=True, stream_flush_ms=100)
     chat_id = f"c-{uuid.uuid4().hex[:8]}"
-    reader = Reader(url, user, chat_body(chat_id))
+    stopped_by_marker(url, store, StreamLog(store_settings(), client=dynamodb), user, chat_id, SLOW, 200, poll)
+
+
+def stopped_by_marker(url: str, store: Any, log: StreamLog, user: str, chat_id: str, model: str, tokens: int,
+                      poll: Callable[..., Any]) -> Any:
+    """Start an answer, write a stop marker into its log as another instance would, and check that the
+    live stream ends as a stopped answer and the stored message holds exactly what was streamed."""
+    reader = Reader(url, user, chat_body(chat_id, model))
     reader.start()
     assert reader.first_delta.wait(30)
-    log = StreamLog(store_settings(), client=dynamodb)
     stopped = poll(lambda: log.request_stop(user, chat_id))  # the first batch may not be written yet
     reader.join(60)
 
@@ -170,8 +176,9 @@ def test_stop_from_another_invocation_is_noticed_through_the_log(
     assert reader.chunks[-1] == "[DONE]"
     stored = stored_answer(store, user, chat_id, poll, "stopped")
     assert stored.id == stopped.message_id
-    assert 0 < len(tokenize(stored.text)) < 200
+    assert 0 < len(tokenize(stored.text)) < tokens
     assert "".join(e["delta"] for e in events if e["type"] == "text-delta") == stored.text
+    return stored
 
 
 def logged(log: StreamLog, user: str, chat_id: str) -> list[Any]:
@@ -214,22 +221,9 @@ def test_a_stop_marker_is_found_between_batch_writes(
     the first batch, the marker, and the last batch, nothing between."""
     url, store = stored_app_server(resumable_streams=True, stream_flush_ms=30_000)
     chat_id = f"c-{uuid.uuid4().hex[:8]}"
-    model = "mock/lorem?tokens=400&pace_ms=20"  # 8 s of answer if nothing stops it
-    reader = Reader(url, user, chat_body(chat_id, model))
-    reader.start()
-    assert reader.first_delta.wait(30)
     log = StreamLog(store_settings(), client=dynamodb)
-    stopped = poll(lambda: log.request_stop(user, chat_id))  # the first batch may not be written yet
-    reader.join(60)
-
-    events = reader.events()
-    assert events[-1]["type"] == "finish" and events[-1]["finishReason"] == "stop"
-    assert events[-1]["messageMetadata"]["stopped"] is True
-    assert reader.chunks[-1] == "[DONE]"
-    stored = stored_answer(store, user, chat_id, poll, "stopped")
-    assert stored.id == stopped.message_id
-    assert 0 < len(tokenize(stored.text)) < 400
-    assert "".join(e["delta"] for e in events if e["type"] == "text-delta") == stored.text
+    model = "mock/lorem?tokens=400&pace_ms=20"  # 8 s of answer if nothing stops it
+    stored = stopped_by_marker(url, store, log, user, chat_id, model, 400, poll)
     batches = logged(log, user, chat_id)
     assert [(b.seq, b.stop, b.end) for b in batches] == [(0, False, False), (1, True, False), (2, False, True)]
     replayed = [c for b in batches for c in sse_chunks(b.data)]
