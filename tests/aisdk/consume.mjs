@@ -13,7 +13,8 @@
 //   {status, error, messages, finishes: [{finishReason, isError, isAbort, isDisconnect}], requests, resumed}
 // and exits 0 whatever the chat's outcome (the caller judges it); 2 on bad arguments or a hang.
 
-import { AbstractChat, DefaultChatTransport } from 'ai';
+import { DefaultChatTransport } from 'ai';
+import { NodeChat } from './node_chat.mjs';
 
 function parseArgs(argv) {
   const args = { api: null, model: null, texts: [], body: {}, timeoutMs: 60000, resume: false, files: [] };
@@ -31,30 +32,6 @@ function parseArgs(argv) {
   }
   if (!args.api || args.texts.length === 0) throw new Error('--api and at least one --text are required');
   return args;
-}
-
-// The minimal ChatState the SDK's framework bindings provide (React/Vue/Svelte keep it reactive).
-class MemoryChatState {
-  constructor() {
-    this.status = 'ready';
-    this.error = undefined;
-    this.messages = [];
-  }
-  pushMessage = (message) => { this.messages = this.messages.concat(message); };
-  popMessage = () => { this.messages = this.messages.slice(0, -1); };
-  replaceMessage = (index, message) => {
-    this.messages = [...this.messages.slice(0, index), message, ...this.messages.slice(index + 1)];
-  };
-  snapshot = (thing) => structuredClone(thing);
-}
-
-class NodeChat extends AbstractChat {
-  constructor(init) {
-    super({ ...init, state: new MemoryChatState() });
-  }
-  get snapshotState() {
-    return this.state;
-  }
 }
 
 async function main() {

@@ -12,7 +12,8 @@
 // {status, error, messages, finishes}. Exits 0 whatever happened (the caller judges); 2 on bad arguments.
 
 import http from 'node:http';
-import { AbstractChat, DefaultChatTransport } from 'ai';
+import { DefaultChatTransport } from 'ai';
+import { NodeChat } from './node_chat.mjs';
 
 function parseArgs(argv) {
   const args = { api: null, model: null, scenario: null, chatId: null, user: null, after: 5, timeoutMs: 60000 };
@@ -70,23 +71,9 @@ function httpFetch(onDeltas) {
   });
 }
 
-class MemoryChatState {
-  constructor() {
-    this.status = 'ready';
-    this.error = undefined;
-    this.messages = [];
-  }
-  pushMessage = (message) => { this.messages = this.messages.concat(message); };
-  popMessage = () => { this.messages = this.messages.slice(0, -1); };
-  replaceMessage = (index, message) => {
-    this.messages = [...this.messages.slice(0, index), message, ...this.messages.slice(index + 1)];
-  };
-  snapshot = (thing) => structuredClone(thing);
-}
-
-class NodeChat extends AbstractChat {
+class ResumingChat extends NodeChat {
   constructor(init) {
-    super({ ...init, state: new MemoryChatState() });
+    super(init);
     this.finishes = [];
   }
   get result() {
@@ -102,7 +89,7 @@ class NodeChat extends AbstractChat {
 
 function newChat(args, onDeltas) {
   const headers = args.user ? { 'x-test-user': args.user } : {};
-  const chat = new NodeChat({
+  const chat = new ResumingChat({
     id: args.chatId,
     transport: new DefaultChatTransport({ api: args.api, body: { model: args.model }, headers, fetch: httpFetch(onDeltas) }),
     onFinish: ({ finishReason, isError, isAbort, isDisconnect }) => {

@@ -12,11 +12,11 @@
 // Prints {status, error, messages, finishes, requests} as JSON; exits 0 whatever the chat's outcome.
 
 import {
-  AbstractChat,
   DefaultChatTransport,
   lastAssistantMessageIsCompleteWithApprovalResponses,
   lastAssistantMessageIsCompleteWithToolCalls,
 } from 'ai';
+import { NodeChat } from './node_chat.mjs';
 
 function parseArgs(argv) {
   const args = { api: null, text: null, body: {}, clientOutput: undefined, approve: null, timeoutMs: 60000 };
@@ -33,29 +33,6 @@ function parseArgs(argv) {
   }
   if (!args.api || args.text === null) throw new Error('--api and --text are required');
   return args;
-}
-
-class MemoryChatState {
-  constructor() {
-    this.status = 'ready';
-    this.error = undefined;
-    this.messages = [];
-  }
-  pushMessage = (message) => { this.messages = this.messages.concat(message); };
-  popMessage = () => { this.messages = this.messages.slice(0, -1); };
-  replaceMessage = (index, message) => {
-    this.messages = [...this.messages.slice(0, index), message, ...this.messages.slice(index + 1)];
-  };
-  snapshot = (thing) => structuredClone(thing);
-}
-
-class NodeChat extends AbstractChat {
-  constructor(init) {
-    super({ ...init, state: new MemoryChatState() });
-  }
-  get snapshotState() {
-    return this.state;
-  }
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
