@@ -123,11 +123,12 @@ def app_process(openai_base_url: str, server: str) -> Iterator[str]:
 
 
 class KeepAliveClient:
-    """One HTTP/1.1 connection; POSTs JSON and reads a chunked streaming response."""
+    """One keep-alive HTTP/1.1 connection; POSTs JSON (with `headers`) and reads a chunked streaming response."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
         host, _, port = base_url.removeprefix("http://").partition(":")
         self.host, self.port = host, int(port)
+        self.extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -140,7 +141,7 @@ class KeepAliveClient:
         """Send; return (seconds to the first body byte matching `marker`, seconds to the end, body)."""
         reader, writer = await self._connect()
         request = (f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"
-                   f"content-length: {len(body)}\r\n\r\n").encode() + body
+                   f"{self.extra}content-length: {len(body)}\r\n\r\n").encode() + body
         started = time.perf_counter()
         writer.write(request)
         buffer = b""

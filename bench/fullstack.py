@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from bench.chat import _OPENAI_FIRST_CONTENT, CHAT_DIR, _env, _free_port, percentile, upstream_process
+from bench.chat import _OPENAI_FIRST_CONTENT, CHAT_DIR, KeepAliveClient, _env, _free_port, percentile, upstream_process
 from bench.sustained import cpu_seconds
 
 # Prices, us-east-1, as published on the AWS pricing pages (aws.amazon.com/lambda/pricing/ and
@@ -52,7 +52,6 @@ TARGET_READ_UNITS = 4.0
 TARGET_COST_PER_1000 = 0.04
 
 _UI_TEXT_DELTA = b'"type":"text-delta"'
-_END_OF_CHUNKED = b"\r\n0\r\n\r\n"
 LIMITS_JSON = json.dumps({"pro": {"requests_per_minute": 1_000_000, "tokens_per_minute": 1_000_000_000,
                                   "tokens_per_day": 1_000_000_000, "concurrent_streams": 1_000}})
 
@@ -135,40 +134,6 @@ def full_stack_env() -> Iterator[tuple[dict[str, str], Any, str]]:
         emulator.stop()
 
 
-class Client:
-    """One keep-alive HTTP/1.1 connection; POSTs JSON and reads a chunked streaming response."""
-
-    def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
-        host, _, port = base_url.removeprefix("http://").partition(":")
-        self.host, self.port = host, int(port)
-        self.extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-
-    async def post(self, path: str, body: bytes, marker: re.Pattern[bytes] | bytes) -> tuple[float, float, bytes]:
-        if self._streams is None:
-            self._streams = await asyncio.open_connection(self.host, self.port, limit=1 << 22)
-        reader, writer = self._streams
-        request = (f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"
-                   f"{self.extra}content-length: {len(body)}\r\n\r\n").encode() + body
-        started = time.perf_counter()
-        writer.write(request)
-        buffer, first = b"", 0.0
-        while not buffer.endswith(_END_OF_CHUNKED):
-            data = await reader.read(1 << 20)
-            if not data:
-                raise ConnectionError("the server closed the connection mid-response")
-            buffer += data
-            if not first and (marker.search(buffer) if isinstance(marker, re.Pattern) else marker in buffer):
-                first = time.perf_counter() - started
-        if not buffer.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(f"unexpected response: {buffer[:300]!r}")
-        return first, time.perf_counter() - started, buffer
-
-    async def close(self) -> None:
-        if self._streams is not None:
-            self._streams[1].close()
-
-
 def ui_body(model: str, conversation: str) -> bytes:
     """A useChat request: one new user message in `conversation` (stored with memory on)."""
     return json.dumps({"id": conversation, "model": model, "trigger": "submit-message", "messages": [
@@ -195,7 +160,7 @@ class PathResult:
 
 
 async def _ttft(upstream: str, url: str, headers: dict[str, str], options: Options) -> tuple[list[float], list[float]]:
-    direct, through = Client(upstream.removesuffix("/v1")), Client(url, headers)
+    direct, through = KeepAliveClient(upstream.removesuffix("/v1")), KeepAliveClient(url, headers)
     direct_ms: list[float] = []
     app_ms: list[float] = []
     conversation = f"ttft-{uuid.uuid4().hex[:8]}"
@@ -204,7 +169,7 @@ async def _ttft(upstream: str, url: str, headers: dict[str, str], options: Optio
             # A new conversation every 20 turns: some turns start one, most continue one.
             if index % 20 == 0:
                 conversation = f"ttft-{uuid.uuid4().hex[:8]}"
-            pair: list[tuple[str, Client, str, bytes, re.Pattern[bytes] | bytes]] = [
+            pair: list[tuple[str, KeepAliveClient, str, bytes, re.Pattern[bytes] | bytes]] = [
                 ("d", direct, "/v1/chat/completions", openai_body("bench?tokens=16"), _OPENAI_FIRST_CONTENT),
                 ("a", through, "/api/chat", ui_body("openai/bench?tokens=16", conversation), _UI_TEXT_DELTA)]
             if index % 2:
@@ -220,7 +185,7 @@ async def _ttft(upstream: str, url: str, headers: dict[str, str], options: Optio
 
 
 async def _throughput(url: str, headers: dict[str, str], options: Options) -> tuple[int, float]:
-    client = Client(url, headers)
+    client = KeepAliveClient(url, headers)
     model = f"openai/bench?tokens={options.throughput_tokens}"
     await client.post("/api/chat", ui_body(model, f"tp-{uuid.uuid4().hex[:8]}"), _UI_TEXT_DELTA)  # warm-up
     tokens, seconds = 0, 0.0
@@ -236,7 +201,7 @@ async def _throughput(url: str, headers: dict[str, str], options: Options) -> tu
 
 async def _turns(url: str, headers: dict[str, str], samples: int) -> None:
     """`samples` turns continuing one conversation (after its first turn, which the caller excludes)."""
-    client = Client(url, headers)
+    client = KeepAliveClient(url, headers)
     for _ in range(samples):
         await client.post("/api/chat", ui_body("openai/bench?tokens=50", "per-turn"), _UI_TEXT_DELTA)
     await client.close()

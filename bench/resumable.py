@@ -22,8 +22,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.chat import percentile, upstream_process
-from bench.fullstack import _UI_TEXT_DELTA, Client, Options, _ttft, app, full_stack_env, ui_body
+from bench.chat import KeepAliveClient, percentile, upstream_process
+from bench.fullstack import _UI_TEXT_DELTA, Options, _ttft, app, full_stack_env, ui_body
 
 PACE_MS = 20.0  # 50 tokens per second: a typical hosted model's streaming rate
 FAST_PACE_MS = 1000 / 150  # 150 tokens per second: a fast model, the batch size's worst case
@@ -61,7 +61,7 @@ async def _paced_turns(url: str, headers: dict[str, str], run: Run, pace_ms: flo
     model = f"openai/bench?tokens={run.tokens}&pace_ms={pace_ms}"
 
     async def turn() -> float:
-        client = Client(url, headers)
+        client = KeepAliveClient(url, headers)
         try:
             first, total, buffer = await client.post("/api/chat", ui_body(model, f"rs-{uuid.uuid4().hex[:10]}"),
                                                      _UI_TEXT_DELTA)
