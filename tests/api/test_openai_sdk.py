@@ -16,6 +16,7 @@ from chatcore.providers import ProviderRegistry
 from chatcore.providers.mock import tokenize
 from starlette.requests import HTTPConnection
 
+from tests.capturing_provider import CapturingProvider
 from tests.conftest import settings_for_tests
 
 USER = [{"role": "user", "content": "hello there"}]
@@ -250,28 +251,8 @@ def test_unknown_paths_under_v1_answer_in_openai_shape(chat_server: Callable[...
     assert legacy.status_code == 400 and legacy.json()["error"]["code"] == "bad_request"  # /api/chat is unchanged
 
 
-class _CapturingProvider:
-    """Answers like the mock and keeps each `ModelRequest` it was asked."""
-
-    name = "capture"
-
-    def __init__(self) -> None:
-        from chatcore.providers.mock import MockProvider
-
-        self.requests: list[Any] = []
-        self._mock = MockProvider(ttft_ms=0, pace_ms=0)
-
-    async def stream(self, request: Any) -> Any:
-        self.requests.append(request)
-        async for event in self._mock.stream(request):
-            yield event
-
-    async def probe(self, timeout: float = 5.0) -> Any:
-        return await self._mock.probe(timeout)
-
-
 def test_sampling_fields_reach_the_provider(chat_server: Callable[..., str]) -> None:
-    capture = _CapturingProvider()
+    capture = CapturingProvider()
     sdk = client_for(chat_server(providers={"capture": capture}, allow_client_system_prompt=True))
     sdk.chat.completions.create(
         model="capture/echo", temperature=0.3, top_p=0.8, seed=11, stop="STOP", max_tokens=64,

@@ -13,6 +13,8 @@ import httpx
 import openai
 import pytest
 
+from tests.capturing_provider import CapturingProvider
+
 from .conftest import ToolEndpoint, http_tool, tool_model
 
 WEATHER_MODEL = "mock/tool-call?name=get_weather&input=%7B%22city%22%3A%22Paris%22%7D"
@@ -89,28 +91,8 @@ def test_a_tool_call_round_trip_without_streaming(sdk: openai.OpenAI) -> None:
     assert answer.choices[0].finish_reason == "stop" and answer.choices[0].message.tool_calls is None
 
 
-class _CapturingProvider:
-    """Answers like the mock and keeps each `ModelRequest` it was asked."""
-
-    name = "capture"
-
-    def __init__(self) -> None:
-        from chatcore.providers.mock import MockProvider
-
-        self.requests: list[Any] = []
-        self._mock = MockProvider(ttft_ms=0, pace_ms=0)
-
-    async def stream(self, request: Any) -> Any:
-        self.requests.append(request)
-        async for event in self._mock.stream(request):
-            yield event
-
-    async def probe(self, timeout: float = 5.0) -> Any:
-        return await self._mock.probe(timeout)
-
-
 def test_tools_tool_choice_and_tool_history_reach_the_provider(chat_server: Callable[..., str]) -> None:
-    capture = _CapturingProvider()
+    capture = CapturingProvider()
     sdk = client_for(chat_server(providers={"capture": capture}))
     other = {"type": "function", "function": {"name": "get_time"}}
     sdk.chat.completions.create(
