@@ -62,12 +62,14 @@ class Options:
     warmup_requests: int = 30
     throughput_requests: int = 6
     throughput_tokens: int = 5_000
-    turn_samples: int = 50
+    conversations: int = 5  # conversations of `turns_per_conversation` turns, every turn counted
+    turns_per_conversation: int = 10
+    deep_turn: int = 50  # the depth of the long-conversation row
 
     @classmethod
     def quick(cls) -> Options:
         return cls(ttft_requests=40, warmup_requests=5, throughput_requests=2, throughput_tokens=2_000,
-                   turn_samples=10)
+                   conversations=2, turns_per_conversation=5, deep_turn=20)
 
 
 def chat_function_memory_mb() -> int:
@@ -154,6 +156,7 @@ class PathResult:
     tokens_per_s: float
     cpu_ms_per_1000_tokens: float
     emulator_cpu_ms_per_1000_tokens: float | None = None
+    cpu_ms_per_turn: float = 0.0  # the app's CPU per 16-token turn of the TTFT run (first use included)
 
     def added(self, q: float) -> float:
         return percentile(self.app_ms, q) - percentile(self.direct_ms, q)
@@ -199,33 +202,68 @@ async def _throughput(url: str, headers: dict[str, str], options: Options) -> tu
     return tokens, seconds
 
 
-async def _turns(url: str, headers: dict[str, str], samples: int) -> None:
-    """`samples` turns continuing one conversation (after its first turn, which the caller excludes)."""
+async def _turns(url: str, headers: dict[str, str], conversation: str, turns: int) -> None:
+    """`turns` turns in `conversation` (the first one creates it), one after another."""
     client = KeepAliveClient(url, headers)
-    for _ in range(samples):
-        await client.post("/api/chat", ui_body("openai/bench?tokens=50", "per-turn"), _UI_TEXT_DELTA)
+    for _ in range(turns):
+        await client.post("/api/chat", ui_body("openai/bench?tokens=50", conversation), _UI_TEXT_DELTA)
     await client.close()
 
 
+def _counted(emulator: Any, url: str, headers: dict[str, str], conversation: str, turns: int) -> dict[str, dict[str, float]]:
+    """The emulator's counts of `turns` turns in `conversation`, per turn, including the work each turn
+    leaves to run after its response (the long-term-memory observer)."""
+    emulator.reset_stats(units=True)
+    asyncio.run(_turns(url, headers, conversation, turns))
+    time.sleep(0.5)  # background work after the last response still counts
+    return {op: {k: v / turns for k, v in stats.items()} for op, stats in emulator.stats().items()}
+
+
+@dataclass
+class TurnCounts:
+    """DynamoDB requests and units per turn: `typical` over whole short conversations, and by depth."""
+
+    typical: dict[str, dict[str, float]]
+    by_depth: dict[str, dict[str, dict[str, float]]]
+
+
+def count_turns(emulator: Any, url: str, headers: dict[str, str], options: Options) -> TurnCounts:
+    typical: dict[str, dict[str, float]] = {}
+    for index in range(options.conversations):
+        counted = _counted(emulator, url, headers, f"typical-{index}", options.turns_per_conversation)
+        for op, stats in counted.items():
+            into = typical.setdefault(op, {})
+            for name, value in stats.items():
+                into[name] = into.get(name, 0.0) + value / options.conversations
+    by_depth = {"1st turn (creates the conversation)": _counted(emulator, url, headers, "depth-1", 1)}
+    for depth in (options.turns_per_conversation, options.deep_turn):
+        conversation = f"depth-{depth}"
+        asyncio.run(_turns(url, headers, conversation, depth - 1))
+        time.sleep(0.3)
+        by_depth[f"turn {depth} ({2 * (depth - 1)} messages of history)"] = _counted(emulator, url, headers,
+                                                                                     conversation, 1)
+    return TurnCounts(typical, by_depth)
+
+
+def _totals(per_turn: dict[str, dict[str, float]]) -> tuple[float, float, float]:
+    return (sum(s["requests"] for s in per_turn.values()), sum(s["write_units"] for s in per_turn.values()),
+            sum(s["read_units"] for s in per_turn.values()))
+
+
 def measure_path(name: str, upstream: str, extra_env: dict[str, str], headers: dict[str, str], options: Options,
-                 emulator: Any = None) -> tuple[PathResult, dict[str, dict[str, float]] | None]:
+                 emulator: Any = None) -> tuple[PathResult, TurnCounts | None]:
     with app(upstream, extra_env) as (url, pid):
+        cpu_start = cpu_seconds(pid)
         direct_ms, app_ms = asyncio.run(_ttft(upstream, url, headers, options))
+        cpu_per_turn_ms = (cpu_seconds(pid) - cpu_start) / (options.warmup_requests + options.ttft_requests) * 1000
         cpu_before = cpu_seconds(pid)
         emulator_before = cpu_seconds(emulator.pid) if emulator else 0.0
         tokens, seconds = asyncio.run(_throughput(url, headers, options))
         cpu = cpu_seconds(pid) - cpu_before
         emulator_cpu = cpu_seconds(emulator.pid) - emulator_before if emulator else None
-        per_turn = None
-        if emulator is not None:
-            asyncio.run(_turns(url, headers, 1))  # the conversation's first turn, not counted
-            emulator.reset_stats(units=True)
-            asyncio.run(_turns(url, headers, options.turn_samples))
-            time.sleep(0.5)  # writes that finish after the response (none expected) still count
-            per_turn = {op: {k: v / options.turn_samples for k, v in stats.items()}
-                        for op, stats in emulator.stats().items()}
+        per_turn = count_turns(emulator, url, headers, options) if emulator is not None else None
     result = PathResult(name, direct_ms, app_ms, tokens / seconds, cpu / tokens * 1_000_000,
-                        None if emulator_cpu is None else emulator_cpu / tokens * 1_000_000)
+                        None if emulator_cpu is None else emulator_cpu / tokens * 1_000_000, cpu_per_turn_ms)
     return result, per_turn
 
 
@@ -238,10 +276,9 @@ def turn_cost(memory_mb: int, write_units: float, read_units: float, turns: int 
             "total": lambda_compute + lambda_requests + dynamodb}
 
 
-def report(relay: PathResult, full: PathResult, per_turn: dict[str, dict[str, float]], options: Options) -> str:
-    operations = {op: s for op, s in per_turn.items() if s["requests"] > 0}
-    write_units = sum(s["write_units"] for s in operations.values())
-    read_units = sum(s["read_units"] for s in operations.values())
+def report(relay: PathResult, full: PathResult, counts: TurnCounts, options: Options) -> str:
+    operations = {op: s for op, s in counts.typical.items() if s["requests"] > 0}
+    _, write_units, read_units = _totals(operations)
     configured = chat_function_memory_mb()
 
     def met(ok: bool) -> str:
@@ -266,11 +303,14 @@ def report(relay: PathResult, full: PathResult, per_turn: dict[str, dict[str, fl
         f"| {full.tokens_per_s:,.0f} tokens/s |",
         f"| app CPU per 1,000 streamed tokens | {relay.cpu_ms_per_1000_tokens:.1f} ms "
         f"| {full.cpu_ms_per_1000_tokens:.1f} ms (+ emulator {full.emulator_cpu_ms_per_1000_tokens or 0:.1f} ms) |",
+        f"| app CPU per turn (16-token answer) | {relay.cpu_ms_per_turn:.1f} ms | {full.cpu_ms_per_turn:.1f} ms |",
         "",
-        f"### DynamoDB requests of one turn (counted at the emulator, mean of {options.turn_samples} turns)",
+        f"### DynamoDB requests of one turn (counted at the emulator, mean of "
+        f"{options.conversations * options.turns_per_conversation} turns)",
         "",
-        f"The turns continue one conversation, so its history grows to {2 * options.turn_samples} messages and the "
-        "history Query reads more toward the end; the first turn (which creates the conversation) is not counted.",
+        f"{options.conversations} conversations of {options.turns_per_conversation} turns each, every turn counted "
+        "(the first one creates its conversation), including the long-term-memory work each turn leaves to run after "
+        "its response. How the units depend on the conversation's depth is in the next table.",
         "",
         "Counted in the emulator process by `X-Amz-Target`; capacity units computed there from the sizes of the "
         "items each request reads and writes (before and after), by DynamoDB's rules (`devtools/capacity_units.py`: "
@@ -283,6 +323,11 @@ def report(relay: PathResult, full: PathResult, per_turn: dict[str, dict[str, fl
           for op, s in sorted(operations.items())),
         f"| **one turn** | **{sum(s['requests'] for s in operations.values()):.2f}** | **{write_units:.2f}** "
         f"| **{read_units:.2f}** |",
+        "",
+        "| one turn, by depth | requests | write units | read units |",
+        "|---|---:|---:|---:|",
+        *(f"| {label} | {t[0]:.2f} | {t[1]:.2f} | {t[2]:.2f} |"
+          for label, t in ((label, _totals(c)) for label, c in counts.by_depth.items())),
         "",
         f"### Infrastructure cost of 1,000 ten-second streamed turns (prices {PRICES_AS_OF})",
         "",

@@ -10,10 +10,13 @@ import pytest
 from chatcore import errors
 from chatcore.conversations.store import (
     ConversationStore,
+    RecentHistory,
     StoredMessage,
+    answer_position,
     conversation_pk,
     decode_cursor,
     encode_cursor,
+    next_question_position,
 )
 from chatcore.messages import Message
 from chatcore.prompt import fit_prompt
@@ -160,12 +163,106 @@ def test_the_list_order_moves_with_questions_not_answers(store: ConversationStor
                                      Key={"pk": {"S": conversation_pk(user, "c")}, "sk": {"S": "META"}})["Item"]
         return item["gsi1sk"]["S"], item["updated_at"]["S"]
 
-    store.append_message(user, "c", StoredMessage(id="q1", role="user", text="first"))
+    question = store.append_message(user, "c", StoredMessage(id="q1", role="user", text="first")).message
     asked, asked_at = order_key()
     store.append_message(user, "c", StoredMessage(id="a1", role="assistant", text="answer"), existing=True,
-                         answers="q1")
+                         position=answer_position(question.position))
     answered, answered_at = order_key()
     assert answered == asked and answered_at > asked_at
     store.append_message(user, "c", StoredMessage(id="q2", role="user", text="second"))
     assert order_key()[0] > asked
     assert [c.conversation_id for c in store.list_conversations(user)[0]] == ["c"]
+
+
+def _turn_of_one_question(store: ConversationStore, user: str, conversation: str, question_id: str) -> str:
+    """A continued turn's writes as `DynamoMemory` makes them: the question at the position derived from
+    the history read, then its answer in the slot after it. Returns the question's position."""
+    history = store.load_recent(user, conversation)
+    position = next_question_position(history)
+    assert position is not None
+    assert store.put_question(user, conversation, StoredMessage(id=question_id, role="user", text="more",
+                                                                position=position)) == "stored"
+    answer = StoredMessage(id=f"a-{question_id}", role="assistant", text="ok", position=answer_position(position),
+                           usage={"inputTokens": 7, "outputTokens": 3})
+    assert store.put_answer(user, conversation, answer, counted=2).outcome == "stored"
+    return position
+
+
+def test_a_continued_turn_is_three_single_item_writes(store: ConversationStore, user: str) -> None:
+    """No transaction on the common path: the question is one conditional put, the answer one put and
+    the metadata one update; the count and totals stay exact and the order moves to the top."""
+    store.append_message(user, "c", StoredMessage(id="q0", role="user", text="first"), title="first")
+    store.append_message(user, "other", StoredMessage(id="x", role="user", text="other"))
+    calls: list[str] = []
+    store.client.meta.events.register("before-call.dynamodb.*",
+                                      lambda model, **_: calls.append(model.name), unique_id="count-turn")
+    try:
+        _turn_of_one_question(store, user, "c", "q1")
+    finally:
+        store.client.meta.events.unregister("before-call.dynamodb.*", unique_id="count-turn")
+    assert calls == ["Query", "PutItem", "PutItem", "UpdateItem"]
+    meta = store.get_meta(user, "c")
+    assert meta is not None and meta.message_count == 3 and (meta.input_tokens, meta.output_tokens) == (7, 3)
+    assert [m.id for m in store.iter_messages(user, "c")] == ["q0", "q1", "a-q1"]
+    assert [c.conversation_id for c in store.list_conversations(user)[0]] == ["c", "other"]
+
+
+def test_the_derived_position_catches_a_retry_and_a_concurrent_message(store: ConversationStore,
+                                                                       user: str) -> None:
+    """Two writers that read the same history derive the same position: the same message again is a
+    `duplicate`, another message finds it `taken` (and is stored after it by the transaction)."""
+    store.append_message(user, "c", StoredMessage(id="q0", role="user", text="first"))
+    history = store.load_recent(user, "c")
+    position = next_question_position(history)
+    assert position is not None and position == next_question_position(store.load_recent(user, "c"))
+    assert store.put_question(user, "c", StoredMessage(id="q1", role="user", text="x", position=position)) == "stored"
+    assert store.put_question(user, "c", StoredMessage(id="q1", role="user", text="x", position=position)) == "duplicate"
+    assert store.put_question(user, "c", StoredMessage(id="q2", role="user", text="y", position=position)) == "taken"
+    assert [m.id for m in store.iter_messages(user, "c")] == ["q0", "q1"]
+
+
+def test_an_unanswered_question_keeps_its_answer_slot(store: ConversationStore, user: str) -> None:
+    """A question sent while the previous one is still being answered goes after that answer's slot,
+    so the late answer still lands between them."""
+    first = store.append_message(user, "c", StoredMessage(id="q0", role="user", text="first")).message
+    position = next_question_position(store.load_recent(user, "c"))
+    assert position is not None and position > answer_position(first.position)
+    assert store.put_question(user, "c", StoredMessage(id="q1", role="user", text="x", position=position)) == "stored"
+    late = StoredMessage(id="a0", role="assistant", text="late", position=answer_position(first.position))
+    assert store.put_answer(user, "c", late, counted=1).outcome == "stored"
+    assert [m.id for m in store.iter_messages(user, "c")] == ["q0", "a0", "q1"]
+
+
+def test_one_answer_per_slot(store: ConversationStore, user: str) -> None:
+    """A second answer to the same question finds the slot taken; the count is not touched by it."""
+    question = store.append_message(user, "c", StoredMessage(id="q0", role="user", text="first")).message
+    slot = answer_position(question.position)
+    assert store.put_answer(user, "c", StoredMessage(id="a1", role="assistant", text="one",
+                                                     position=slot)).outcome == "stored"
+    assert store.put_answer(user, "c", StoredMessage(id="a2", role="assistant", text="two",
+                                                     position=slot)).outcome == "replaced_gone"
+    meta = store.get_meta(user, "c")
+    assert meta is not None and meta.message_count == 2
+    # The transaction replaces the slot's answer in place, on the condition that it is the one it saw.
+    result = store.append_message(user, "c", StoredMessage(id="a2", role="assistant", text="two"),
+                                  replaces=store.load_recent(user, "c").messages[1:], existing=True, position=slot)
+    assert result.stored
+    stale = store.append_message(user, "c", StoredMessage(id="a3", role="assistant", text="three"),
+                                 replaces=[StoredMessage(id="a1", role="assistant", text="one", position=slot)],
+                                 existing=True, position=slot)
+    assert stale.outcome == "replaced_gone"
+    assert [m.id for m in store.iter_messages(user, "c")] == ["q0", "a2"]
+    meta = store.get_meta(user, "c")
+    assert meta is not None and meta.message_count == 2
+
+
+def test_an_answer_to_a_deleted_conversation_leaves_nothing(store: ConversationStore, user: str) -> None:
+    question = store.append_message(user, "c", StoredMessage(id="q0", role="user", text="first")).message
+    store.delete(user, "c")
+    answer = StoredMessage(id="a0", role="assistant", text="late", position=answer_position(question.position))
+    assert store.put_answer(user, "c", answer).outcome == "conversation_gone"
+    assert list(store.iter_messages(user, "c")) == [] and store.get_meta(user, "c") is None
+
+
+def test_a_new_conversation_has_no_derived_position() -> None:
+    assert next_question_position(RecentHistory(meta=None)) is None

@@ -105,3 +105,138 @@ def test_a_conversation_deleted_while_its_answer_streams_stays_deleted(stored_ap
 
 def client_get(base: str, user: str, path: str) -> httpx.Response:
     return httpx.get(f"{base}/api/conversations{path}", headers={"x-test-user": user}, timeout=60)
+
+
+# --- the same guarantees on a continued conversation, whose turns take the single-item path
+# (`put_question` at the position derived from the history read, `put_answer` in its slot) ---
+
+
+def started(base: str, user: str, conversation: str) -> None:
+    assert chat(base, user, id=conversation, messages=[user_message("u0", "first")]).status_code == 200
+
+
+def test_a_retried_message_in_a_continued_conversation_is_answered_once(stored_app_server: Any, user: str) -> None:
+    base, store = stored_app_server()
+    started(base, user, "retry2")
+    body = {"id": "retry2", "model": SLOW, "messages": [user_message("u1", "hello")]}
+    first, second = concurrently(lambda: chat(base, user, **body), lambda: chat(base, user, **body))
+    statuses = sorted(r.status_code for r in (first, second))
+    assert statuses in ([200, 200], [200, 409]), statuses
+    messages = stored(store, user, "retry2")
+    assert [(m.role, m.id) for m in messages][2:3] == [("user", "u1")]
+    assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
+    meta = store.get_meta(user, "retry2")
+    assert meta is not None and meta.message_count == 4
+
+
+def test_concurrent_messages_from_two_tabs_are_both_kept_in_order(stored_app_server: Any, user: str) -> None:
+    """Two different messages that read the same history derive the same position: one takes it, the
+    other is stored after it (by the transaction) and each gets its own answer."""
+    base, store = stored_app_server()
+    started(base, user, "tabs")
+    responses = concurrently(
+        lambda: chat(base, user, id="tabs", model=SLOW, messages=[user_message("t1", "from tab one")]),
+        lambda: chat(base, user, id="tabs", model=SLOW, messages=[user_message("t2", "from tab two")]))
+    assert [r.status_code for r in responses] == [200, 200]
+    messages = stored(store, user, "tabs")
+    assert sorted(m.id for m in messages if m.role == "user") == ["t1", "t2", "u0"]
+    assert sum(m.role == "assistant" for m in messages) == 3
+    positions = [m.position for m in messages]
+    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    meta = store.get_meta(user, "tabs")
+    assert meta is not None and meta.message_count == len(messages) == 6
+
+
+def test_concurrent_regenerates_in_a_continued_conversation_leave_one_answer(stored_app_server: Any,
+                                                                            user: str) -> None:
+    base, store = stored_app_server()
+    started(base, user, "regen2")
+    assert chat(base, user, id="regen2", messages=[user_message("u1", "hello")]).status_code == 200
+    body = {"id": "regen2", "model": SLOW, "trigger": "regenerate-message",
+            "messages": [user_message("u1", "hello")]}
+    responses = concurrently(lambda: chat(base, user, **body), lambda: chat(base, user, **body))
+    assert all(r.status_code == 200 for r in responses)
+    messages = stored(store, user, "regen2")
+    assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
+    meta = store.get_meta(user, "regen2")
+    assert meta is not None and meta.message_count == 4
+
+
+def test_a_continued_conversation_deleted_while_its_answer_streams_stays_deleted(stored_app_server: Any,
+                                                                                 user: str) -> None:
+    base, store = stored_app_server()
+    started(base, user, "gone2")
+    headers = {"x-test-user": user}
+    body = {"id": "gone2", "model": "mock/lorem?tokens=60&pace_ms=20", "messages": [user_message("u1", "hello")]}
+    with httpx.Client(timeout=60) as client, client.stream("POST", f"{base}/api/chat", headers=headers,
+                                                           json=body) as response:
+        lines = response.iter_lines()
+        for line in lines:
+            if '"text-delta"' in line:
+                break
+        assert client.delete(f"{base}/api/conversations/gone2", headers=headers).status_code == 204
+        assert any("[DONE]" in line for line in lines)
+    assert client_get(base, user, "/gone2").status_code == 404
+    assert store.get_meta(user, "gone2") is None and stored(store, user, "gone2") == []
+
+
+def _memory_turn(store: ConversationStore, user: str, conversation: str, message_id: str) -> Any:
+    """A turn begun (its history read) but not recorded yet, as the chat service holds it."""
+    import asyncio
+
+    from chatcore.conversations.memory import DynamoMemory
+    from chatcore.messages import ChatMessage, ChatRequest
+
+    request = ChatRequest(messages=(ChatMessage(role="user", text="late", id=message_id),),
+                          conversation_id=conversation)
+    return asyncio.run(DynamoMemory(store.settings, store).begin(user, request, None))
+
+
+def _record(turn: Any) -> list[Any]:
+    import asyncio
+
+    from chatcore.events import Finish, Start, TextDelta
+
+    async def events() -> Any:
+        yield Start(message_id=turn.message_id, provider="mock", model="echo")
+        yield TextDelta(text="answer")
+        yield Finish(reason="stop")
+
+    async def run() -> list[Any]:
+        return [event async for event in turn.record(events())]
+
+    return asyncio.run(run())
+
+
+def test_a_question_whose_position_was_taken_is_stored_after_the_other(store: ConversationStore, user: str) -> None:
+    """Deterministic form of the two-tabs race: another message lands at the derived position between
+    this turn's read and its write; this one goes after it, with its own answer after it."""
+    from chatcore.conversations.store import StoredMessage
+
+    store.append_message(user, "taken", StoredMessage(id="u0", role="user", text="first"))
+    turn = _memory_turn(store, user, "taken", "late")
+    assert turn.fast_question
+    assert store.put_question(user, "taken", StoredMessage(id="other", role="user", text="other tab",
+                                                           position=turn.question_position)) == "stored"
+    _record(turn)
+    messages = stored(store, user, "taken")
+    assert [m.id for m in messages][:3] == ["u0", "other", "late"]
+    assert messages[3].role == "assistant" and messages[3].position > messages[2].position
+    meta = store.get_meta(user, "taken")
+    # "other" was stored by hand with no answer, so it is not counted; the turn's question and answer are.
+    assert meta is not None and meta.message_count == 3
+
+
+def test_a_retry_that_finds_its_own_message_at_the_position_is_a_conflict(store: ConversationStore,
+                                                                         user: str) -> None:
+    import pytest
+    from chatcore import errors
+    from chatcore.conversations.store import StoredMessage
+
+    store.append_message(user, "dup", StoredMessage(id="u0", role="user", text="first"))
+    turn = _memory_turn(store, user, "dup", "same")
+    assert store.put_question(user, "dup", StoredMessage(id="same", role="user", text="late",
+                                                         position=turn.question_position)) == "stored"
+    with pytest.raises(errors.ConflictError):
+        _record(turn)
+    assert [m.id for m in stored(store, user, "dup")] == ["u0", "same"]

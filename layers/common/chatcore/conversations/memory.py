@@ -12,7 +12,7 @@ as background work) when the client goes away.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -23,8 +23,10 @@ from chatcore.conversations.store import (
     MessageStatus,
     RecentHistory,
     StoredMessage,
+    answer_position,
     calibration_sample,
     message_bytes,
+    next_question_position,
     validate_conversation_id,
 )
 from chatcore.conversations.summarizer import SummaryTrigger
@@ -50,6 +52,13 @@ class MemoryTurn(Protocol):
         """Pass events through, storing what the request adds and the assistant message in every outcome."""
         ...
 
+    def use_list_order(self, top: str | None, moved: Callable[[str], None]) -> None:
+        """`top`: the list order key the user's latest turn moved a conversation to (the limits item
+        keeps it), None if unknown. A conversation whose key it is is first in the user's list
+        already, so its turn leaves the key (one index write fewer). `moved` is told every key the
+        turn moves its conversation to."""
+        ...
+
 
 class Memory(Protocol):
     async def begin(self, user_id: str, request: ChatRequest, system: str | None) -> MemoryTurn:
@@ -67,6 +76,9 @@ class StatelessTurn:
 
     def record(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         return events
+
+    def use_list_order(self, top: str | None, moved: Callable[[str], None]) -> None:
+        return None
 
 
 class StatelessMemory:
@@ -107,7 +119,12 @@ class StoredTurn:
     chars_per_token: float
     new_user: StoredMessage | None = None  # the request's user message, when not stored yet
     edits: tuple[StoredMessage, ...] = ()  # an edit: the edited message and all after it, replaced by `new_user`
-    answers: str | None = None  # the id of the user message this turn answers (one answer per message)
+    question_position: str | None = None  # where the question this turn answers is (or goes); its answer follows it
+    fast_question: bool = False  # `new_user` goes to `question_position` with one conditional put
+    counted: int = 1  # messages the answer adds to the conversation's count (2: its question is not counted yet)
+    order_key: str = ""  # the conversation's list order key when the turn read it
+    keep_order: bool = False  # the list order key stays: first in the list already, or moved by the question
+    order_moved: Callable[[str], None] | None = None
     replaces: tuple[StoredMessage, ...] = ()
     prompt_chars: int = 0
     unsummarized_chars: int = 0
@@ -153,19 +170,56 @@ class StoredTurn:
         if not stored:  # the source ended without Finish or ErrorEvent: say it was cut short
             await self._store(answer, "truncated")
 
+    def use_list_order(self, top: str | None, moved: Callable[[str], None]) -> None:
+        self.keep_order = bool(top) and top == self.order_key
+        self.order_moved = moved
+
+    def _moved(self, order_key: str | None) -> None:
+        if order_key is not None:
+            self.keep_order = True  # once a turn
+            if self.order_moved is not None:
+                self.order_moved(order_key)
+
     async def _save_user(self) -> None:
         assert self.new_user is not None and self.conversation_id is not None
+        store = self.memory.store
         try:
-            result = await asyncio.to_thread(self.memory.store.append_message, self.user_id, self.conversation_id,
-                                             self.new_user, title=title_from(self.new_user.text), replaces=self.edits)
+            if self.fast_question:
+                outcome = await asyncio.to_thread(store.put_question, self.user_id, self.conversation_id,
+                                                  replace(self.new_user, position=self.question_position or ""))
+                if outcome == "stored":
+                    self.counted = 2
+                    return
+                if outcome == "taken" and not await asyncio.to_thread(self._stored_meanwhile):
+                    # Another message took the position (two tabs at once): stored after it instead.
+                    result = await asyncio.to_thread(store.append_message, self.user_id, self.conversation_id,
+                                                     self.new_user, move_order=not self.keep_order)
+                    outcome = result.outcome
+                    self.question_position = result.message.position
+                    self._moved(result.order_key)
+                if outcome == "stored":
+                    return
+            else:
+                result = await asyncio.to_thread(store.append_message, self.user_id, self.conversation_id,
+                                                 self.new_user, title=title_from(self.new_user.text),
+                                                 replaces=self.edits)
+                self.question_position = result.message.position
+                outcome = result.outcome
+                self._moved(result.order_key)
         except Exception as exc:
             raise errors.StorageUnavailableError("The conversation could not be saved; try again shortly.",
                                                  retry_after=1) from exc
-        if not result.stored:
+        if outcome != "stored":
             # Another request stored this very message first (a network retry while the first one
             # still runs, or a concurrent edit): that one answers it; one message, one answer.
             raise errors.ConflictError("This message is already being answered; reload the conversation.",
                                        retry_after=1)
+
+    def _stored_meanwhile(self) -> bool:
+        """Whether the new user message is in the conversation already (stored by a retry of this request)."""
+        assert self.new_user is not None and self.conversation_id is not None
+        history = self.memory.store.load_recent(self.user_id, self.conversation_id)
+        return any(m.id == self.new_user.id for m in history.messages)
 
     async def _store(self, answer: _AnswerRecorder, status: MessageStatus) -> bool:
         """Store the assistant message; False (logged and counted, never raised) when it failed."""
@@ -309,10 +363,12 @@ class DynamoMemory:
         continues: StoredMessage | None = None
         new_user: StoredMessage | None = None
         edits: list[StoredMessage] = []
+        question_position: str | None = None
         if incoming is not None:
             index = next((i for i, m in enumerate(stored) if m.id == incoming.id), None)
             if index is None:
                 new_user = incoming
+                question_position = next_question_position(history)  # None: a new conversation
                 stored = [*stored, incoming]
             elif stored[index].role == "user" and stored[index].text != incoming.text:
                 # An edit (useChat's `sendMessage({text, messageId})`): the same id with new text replaces
@@ -332,6 +388,8 @@ class DynamoMemory:
                 replaces.append(stored.pop())
         if not any(m.role == "user" for m in stored):
             raise errors.RequestError("The request has no user message.")
+        if new_user is None:
+            question_position = next((m.position for m in reversed(stored) if m.role == "user"), None)
         messages = tuple(message for m in stored if m.text or has_tool_parts(m.parts) or attachment_refs(m.parts)
                          for message in (to_messages(m.role, m.text, m.parts) if m.role == "assistant"
                                          else [Message(role=m.role, content=m.text,
@@ -339,14 +397,16 @@ class DynamoMemory:
         meta = history.meta
         summary = meta.summary if meta else None
         text_chars = sum(len(m.content) for m in messages)
-        return StoredTurn(
+        turn = StoredTurn(
             memory=self, user_id=user_id, conversation_id=conversation_id, messages=messages, summary=summary,
             chars_per_token=meta.chars_per_token if meta else DEFAULT_CHARS_PER_TOKEN, new_user=new_user,
-            edits=tuple(edits), replaces=tuple(replaces),
-            answers=next((m.id for m in reversed(stored) if m.role == "user"), None), prompt_chars=text_chars + len(system or "") + len(summary or ""),
-            unsummarized_chars=text_chars, temporary=request.temporary, continues=continues,
-            **({"message_id": continues.id} if continues is not None else {}),
-        )
+            edits=tuple(edits), replaces=tuple(replaces), question_position=question_position,
+            fast_question=new_user is not None and question_position is not None,
+            prompt_chars=text_chars + len(system or "") + len(summary or ""), unsummarized_chars=text_chars,
+            temporary=request.temporary, continues=continues, order_key=meta.order_key if meta else "")
+        if continues is not None:  # one assistant message per turn: it keeps its id
+            turn.message_id = continues.id
+        return turn
 
     async def store_answer(self, turn: StoredTurn, message: StoredMessage, usage: Usage | None) -> None:
         """Store the assistant message of `turn`, then start a summarization if one is due."""
@@ -359,24 +419,41 @@ class DynamoMemory:
                                     replace(message, position=turn.continues.position,
                                             created_at=turn.continues.created_at))
         else:
-            result = await asyncio.to_thread(self.store.append_message, turn.user_id, conversation_id, message,
-                                             replaces=turn.replaces, calibration=sample, existing=True,
-                                             answers=turn.answers)
-            if result.outcome == "replaced_gone":
+            # The answer goes right after its question: that one key makes it the question's only answer.
+            slot = answer_position(turn.question_position) if turn.question_position else None
+            uncounted = turn.counted - 1  # the question, when `put_question` stored it uncounted
+            move = not turn.keep_order
+            if slot is not None and not turn.replaces:
+                result = await asyncio.to_thread(self.store.put_answer, turn.user_id, conversation_id,
+                                                 replace(message, position=slot), counted=turn.counted,
+                                                 calibration=sample, move_order=move)
+            else:
+                result = await asyncio.to_thread(self.store.append_message, turn.user_id, conversation_id, message,
+                                                 replaces=turn.replaces, calibration=sample, existing=True,
+                                                 position=slot, uncounted=uncounted, move_order=move)
+            outcome = result.outcome
+            if outcome == "replaced_gone":
                 # Another request answered the same message first (a concurrent regenerate, or a retry of
                 # a message stored meanwhile): this answer replaces whatever answers it now.
                 history = await asyncio.to_thread(self.store.load_recent, turn.user_id, conversation_id)
-                last_user = max((i for i, m in enumerate(history.messages) if m.role == "user"), default=-1)
-                current = tuple(m for m in history.messages[last_user + 1:] if m.id != message.id)
+                asked = [i for i, m in enumerate(history.messages)
+                         if m.role == "user" and m.position == turn.question_position]
+                question = asked[0] if asked else max(
+                    (i for i, m in enumerate(history.messages) if m.role == "user"), default=-1)
+                after = history.messages[question + 1:]
+                until = next((i for i, m in enumerate(after) if m.role == "user"), len(after))
+                current = tuple(m for m in after[:until] if m.id != message.id)
                 result = await asyncio.to_thread(self.store.append_message, turn.user_id, conversation_id, message,
                                                  replaces=current, calibration=sample, existing=True,
-                                                 answers=turn.answers)
-            if result.outcome == "conversation_gone":
+                                                 position=slot, uncounted=uncounted, move_order=move)
+                outcome = result.outcome
+            if outcome == "conversation_gone":
                 get_logger().info("answer not stored: the conversation was deleted",
                                   extra={"conversation_id": conversation_id})
                 return
-            if not result.stored:
-                raise RuntimeError(f"the answer was not stored ({result.outcome})")
+            if outcome != "stored":
+                raise RuntimeError(f"the answer was not stored ({outcome})")
+            turn._moved(result.order_key)
         threshold = self.settings.summary_trigger_tokens
         unsummarized = int((turn.unsummarized_chars + len(message.text)) / turn.chars_per_token)
         due = threshold > 0 and unsummarized >= threshold

@@ -5,10 +5,15 @@ Keys (see docs/data-model.md):
 - partition `pk = USER#<user>#CONV#<conversation>`: the user is part of the key, so no request can
   address another user's conversation;
 - `sk = META`: the conversation's metadata (title, times, totals, summary, version);
-- `sk = M#<16-digit microseconds>`: one item per message, in order; a conversation of thousands of
-  messages is thousands of small items, never one growing item;
-- `sk = I#<message id>`: a marker per message id, written in the same transaction as the message, so
-  a retried request (same client message id) can never store a message twice;
+- `sk = M#<16-digit position>`: one item per message, in order; a conversation of thousands of
+  messages is thousands of small items, never one growing item. A continued conversation's next
+  question goes at a position derived from the history read, its answer right after it
+  (`next_question_position`, `answer_position`): conditional single-item puts then catch a retried
+  request, a concurrent message and a second answer without a transaction (`put_question`,
+  `put_answer`);
+- `sk = I#<message id>`: a marker per message id, written with a question stored by a transaction
+  (`append_message`: a new conversation, an edit, a lost position), so a retried request (same
+  client message id) can never store a message twice;
 - GSI `gsi1`: `gsi1pk = USER#<user>#CONVS`, `gsi1sk = <updated-at>#<conversation>` on the META item
   lists a user's conversations newest first.
 
@@ -90,6 +95,33 @@ class _PositionClock:
 _positions = _PositionClock()
 
 
+def position_after(position: str, step: int = 1) -> str:
+    """The message position `step` microseconds after `position` (positions are only sort keys)."""
+    return f"{MESSAGE_PREFIX}{int(position[len(MESSAGE_PREFIX):]) + step:016d}"
+
+
+def answer_position(question: str) -> str:
+    """Where the answer to the question at `question` is stored: right after it, one slot per
+    question, so a conditional put of that one key is what makes an answer the only one."""
+    return position_after(question, 1)
+
+
+def next_question_position(history: RecentHistory) -> str | None:
+    """Where a new question goes, derived from the history read (None: a new conversation).
+
+    After an answer, the next position; after a question (its answer not stored yet, or never),
+    the one after its answer's slot. Two writers that read the same history derive the same
+    position, so a conditional put detects both a retried request and a concurrent message."""
+    if history.meta is None:
+        return None
+    if history.messages:
+        last = history.messages[-1]
+        return position_after(last.position, 2 if last.role == "user" else 1)
+    if history.meta.summary_through:
+        return position_after(history.meta.summary_through, 2)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
     """One message of a conversation, as stored."""
@@ -146,6 +178,7 @@ class ConversationMeta:
     version: int = 0
     calibration_chars: int = 0
     calibration_tokens: int = 0
+    order_key: str = ""  # `gsi1sk`: where the conversation is in the user's list
 
     @property
     def chars_per_token(self) -> float:
@@ -190,6 +223,7 @@ class AppendResult:
     stored: bool  # False when a message with this id was already stored (a retried request)
     message: StoredMessage
     outcome: AppendOutcome = "stored"
+    order_key: str | None = None  # the list order key (`gsi1sk`) the write moved the conversation to
 
 
 AppendOutcome = Literal["stored", "duplicate", "conversation_gone", "replaced_gone"]
@@ -285,7 +319,13 @@ def _meta_from_item(item: dict[str, Any]) -> ConversationMeta:
         output_tokens=int(item.get("output_tokens", 0)), model=item.get("model"), summary=item.get("summary"),
         summary_through=item.get("summary_through"), version=int(item.get("version", 0)),
         calibration_chars=int(item.get("cal_chars", 0)), calibration_tokens=int(item.get("cal_tokens", 0)),
+        order_key=_text(item.get("gsi1sk")),
     )
+
+
+def _order_key(now: str, conversation_id: str) -> str:
+    """The list order key (`gsi1sk`): the time of the conversation's last turn, then its id."""
+    return f"{now}#{conversation_id}"
 
 
 def message_bytes(text: str, parts: Sequence[dict[str, Any]] | None = None, reasoning: str = "") -> int:
@@ -374,10 +414,61 @@ class ConversationStore:
 
     # --- writes ----------------------------------------------------------------------------
 
+    def put_question(self, user_id: str, conversation_id: str, message: StoredMessage) -> AppendOutcome | Literal["taken"]:
+        """Store a new user message at its derived position (`next_question_position`) with one
+        conditional `PutItem`: no transaction, no id marker, the metadata left for the answer.
+
+        `duplicate` when that position holds this very message (a retried request racing the first),
+        `taken` when it holds another one (a concurrent message: the caller falls back to
+        `append_message`). The conversation's count includes the message once its answer is stored
+        (`put_answer(..., counted=2)`)."""
+        pk = conversation_pk(user_id, conversation_id)
+        if not message.created_at:
+            message = replace(message, created_at=now_iso())
+        item = self._message_item(pk, message, self._expires_at())
+        try:
+            self.client.put_item(TableName=self.table, Item=_serialize(item),
+                                 ConditionExpression="attribute_not_exists(pk)",
+                                 ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except self.client.exceptions.ConditionalCheckFailedException as exc:
+            old = exc.response.get("Item") or {}
+            return "duplicate" if old.get("id", {}).get("S") == message.id else "taken"
+        return "stored"
+
+    def put_answer(self, user_id: str, conversation_id: str, message: StoredMessage, *, counted: int = 1,
+                   calibration: Calibration | None = None, move_order: bool = True) -> AppendResult:
+        """Store an answer that replaces nothing at its question's answer slot (`answer_position`),
+        then the metadata: a conditional `PutItem` and a conditional `UpdateItem`, no transaction.
+
+        `replaced_gone` when the slot holds another answer (a concurrent regenerate or retry got
+        there first: the caller replaces it with `append_message`), `conversation_gone` when the
+        conversation was deleted meanwhile (the answer just written is deleted again). `counted`
+        is how many messages the metadata gains: 2 when the question was stored by `put_question`.
+        `move_order=False` leaves the list order key (the conversation is first in the list already)."""
+        pk = conversation_pk(user_id, conversation_id)
+        now = now_iso()
+        expires_at = self._expires_at()
+        if not message.created_at:
+            message = replace(message, created_at=now)
+        key = _serialize({"pk": pk, "sk": message.position})
+        try:
+            self.client.put_item(TableName=self.table, Item=_serialize(self._message_item(pk, message, expires_at)),
+                                 ConditionExpression="attribute_not_exists(pk)")
+        except self.client.exceptions.ConditionalCheckFailedException:
+            return AppendResult(stored=False, message=message, outcome="replaced_gone")
+        update = self._meta_update(pk, user_id, conversation_id, message, now, expires_at, None, counted,
+                                   calibration, existing=True, move_order=move_order)
+        try:
+            self.client.update_item(**update)
+        except self.client.exceptions.ConditionalCheckFailedException:
+            self.client.delete_item(TableName=self.table, Key=key)  # no orphan in a deleted conversation
+            return AppendResult(stored=False, message=message, outcome="conversation_gone")
+        return AppendResult(stored=True, message=message, order_key=_order_key(now, conversation_id) if move_order else None)
+
     def append_message(self, user_id: str, conversation_id: str, message: StoredMessage, *,
                        title: str | None = None, replaces: Sequence[StoredMessage] = (),
                        calibration: Calibration | None = None, existing: bool = False,
-                       answers: str | None = None) -> AppendResult:
+                       position: str | None = None, uncounted: int = 0, move_order: bool | None = None) -> AppendResult:
         """Store `message` at the end of the conversation, creating the conversation if needed.
 
         One transaction writes the message, its id marker (so a retried request never stores a
@@ -386,36 +477,46 @@ class ConversationStore:
         message and everything after it), each only if it still exists (`replaced_gone` otherwise: a
         concurrent regenerate replaced it first). A replaced message with the same id as `message` is
         an edit: its marker moves to the new position. `existing=True` (an answer) writes nothing if
-        the conversation was deleted meanwhile (`conversation_gone`). `answers` names the user message
-        an assistant message answers: the question's id marker records that one answer, set only if
-        there is none yet or it is the one being replaced (`replaced_gone` otherwise).
+        the conversation was deleted meanwhile (`conversation_gone`), and writes no id marker (an
+        answer's id is the server's own).
+
+        `position` (an answer's slot, `answer_position`) fixes where the message goes: the slot
+        must be free or hold one of the messages it `replaces` (overwritten in place), otherwise the
+        outcome is `replaced_gone` (another answer to the same question is there now). Without it the
+        message goes at the clock's next position, retried on a collision. `uncounted` messages
+        stored without counting (a question stored by `put_question`) are counted now. The list
+        order key moves with a question and stays with an answer unless `move_order` says otherwise.
         """
+        move = not existing if move_order is None else move_order
         pk = conversation_pk(user_id, conversation_id)
         now = now_iso()
         expires_at = self._expires_at()
         if not message.created_at:
             message = replace(message, created_at=now)
         for attempt in range(_APPEND_ATTEMPTS):
-            position = _positions.next()
-            stored = replace(message, position=position)
-            items = self._append_items(pk, user_id, conversation_id, stored, now, expires_at, title, replaces,
-                                       calibration, existing=existing, answers=answers)
+            stored = replace(message, position=position or _positions.next())
+            items, roles = self._append_items(pk, user_id, conversation_id, stored, now, expires_at, title,
+                                              replaces, calibration, existing=existing, uncounted=uncounted,
+                                              move_order=move)
             try:
                 self.client.transact_write_items(TransactItems=items)
-                return AppendResult(stored=True, message=stored)
+                return AppendResult(stored=True, message=stored,
+                                    order_key=_order_key(now, conversation_id) if move else None)
             except self.client.exceptions.TransactionCanceledException as exc:
                 reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
-                if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                failed = {role for role, reason in zip(roles, reasons, strict=False) if reason == "ConditionalCheckFailed"}
+                if "marker" in failed:
                     return AppendResult(stored=False, message=message, outcome="duplicate")  # id already stored
-                if len(reasons) > 2 and reasons[2] == "ConditionalCheckFailed":
+                if "meta" in failed:
                     return AppendResult(stored=False, message=message, outcome="conversation_gone")
-                if any(reason == "ConditionalCheckFailed" for reason in reasons[3:]):
+                if "replaced" in failed or (position is not None and "message" in failed):
                     return AppendResult(stored=False, message=message, outcome="replaced_gone")
                 if attempt == _APPEND_ATTEMPTS - 1:
                     raise
             except self.client.exceptions.ClientError as exc:
                 # A 5xx after the SDK's own retries (or its retry quota) ran out. Retrying is safe: if
-                # the failed attempt did commit, the id marker turns the retry into `stored=False`.
+                # the failed attempt did commit, the id marker (or the fixed slot) turns the retry into
+                # `duplicate` (or `replaced_gone`, which the caller resolves by reading again).
                 if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) < 500:
                     raise
                 if attempt == _APPEND_ATTEMPTS - 1:
@@ -429,24 +530,21 @@ class ConversationStore:
         client tool's output or an approval answer updates its one assistant message."""
         pk = conversation_pk(user_id, conversation_id)
         now = now_iso()
-        put, _, _ = self._append_items(pk, user_id, conversation_id, message, now, self._expires_at(), None, (),
-                                       None)
+        item = self._message_item(pk, message, self._expires_at())
         usage = message.usage or {}
         values = {":now": now, ":one": 1, ":in": int(usage.get("inputTokens") or 0),
                   ":out": int(usage.get("outputTokens") or 0)}
         self.client.transact_write_items(TransactItems=[
-            {"Put": {**put["Put"], "ConditionExpression": "attribute_exists(pk)"}},
+            {"Put": {"TableName": self.table, "Item": _serialize(item), "ConditionExpression": "attribute_exists(pk)"}},
             {"Update": {"TableName": self.table, "Key": _serialize({"pk": pk, "sk": META_SK}),
                         "UpdateExpression": "SET updated_at = :now ADD version :one, input_tokens :in, "
                                             "output_tokens :out",
                         "ExpressionAttributeValues": _serialize(values)}},
         ])
 
-    def _append_items(self, pk: str, user_id: str, conversation_id: str, message: StoredMessage, now: str,
-                      expires_at: int | None, title: str | None, replaces: Sequence[StoredMessage],
-                      calibration: Calibration | None, *, existing: bool = False,
-                      answers: str | None = None) -> list[dict[str, Any]]:
-        item: dict[str, Any] = {
+    @staticmethod
+    def _message_item(pk: str, message: StoredMessage, expires_at: int | None) -> dict[str, Any]:
+        return {
             "pk": pk, "sk": message.position, "type": "message", "id": message.id, "role": message.role,
             "text": message.text, "status": message.status, "created_at": message.created_at,
             "model": message.model, "usage": message.usage, "finish_reason": message.finish_reason,
@@ -454,20 +552,22 @@ class ConversationStore:
             "parts_json": json.dumps(message.parts, ensure_ascii=False) if message.parts is not None else None,
             "storage_truncated": True if message.storage_truncated else None, "expires_at": expires_at,
         }
-        marker = {"pk": pk, "sk": ID_PREFIX + message.id, "type": "message_id", "position": message.position,
-                  "expires_at": expires_at}
+
+    def _meta_update(self, pk: str, user_id: str, conversation_id: str, message: StoredMessage, now: str,
+                     expires_at: int | None, title: str | None, count: int, calibration: Calibration | None, *,
+                     existing: bool, move_order: bool) -> dict[str, Any]:
+        """The metadata's `UpdateItem`: times, totals, version (and title, order key, calibration)."""
         usage = message.usage or {}
-        # The list's order key moves with the question; an answer (`existing`) leaves it, so the index
-        # entry is rewritten in place (1 write unit) instead of deleted and put again (2).
-        order = "gsi1sk = if_not_exists(gsi1sk, :gs)" if existing else "gsi1sk = :gs"
+        # The list's order key moves once a turn, and not at all when the conversation is first in the
+        # list already: the index entry is then rewritten in place (1 write unit) instead of moved (2).
+        order = "gsi1sk = :gs" if move_order else "gsi1sk = if_not_exists(gsi1sk, :gs)"
         sets = ["#type = :meta", "conversation_id = :cid", "user_id = :uid",
                 "created_at = if_not_exists(created_at, :now)", "updated_at = :now", "gsi1pk = :g", order]
         adds = ["version :one", "message_count :count", "input_tokens :in", "output_tokens :out"]
         values: dict[str, Any] = {
             ":meta": "conversation", ":cid": conversation_id, ":uid": user_id, ":now": now,
-            ":g": user_index_pk(user_id), ":gs": f"{now}#{conversation_id}", ":one": 1,
-            ":count": 1 - len(replaces), ":in": int(usage.get("inputTokens") or 0),
-            ":out": int(usage.get("outputTokens") or 0),
+            ":g": user_index_pk(user_id), ":gs": _order_key(now, conversation_id), ":one": 1,
+            ":count": count, ":in": int(usage.get("inputTokens") or 0), ":out": int(usage.get("outputTokens") or 0),
         }
         if expires_at is not None:
             sets.append("expires_at = :exp")
@@ -482,44 +582,53 @@ class ConversationStore:
             adds += ["cal_chars :cc", "cal_tokens :ct"]
             values[":cc"] = calibration.chars
             values[":ct"] = calibration.tokens
-        meta_key = _serialize({"pk": pk, "sk": META_SK})
-        edit = any(old.id == message.id for old in replaces)  # the same id, new content: moved, not refused
-        marker_put: dict[str, Any] = {"TableName": self.table, "Item": _serialize(marker)}
-        if not edit:
-            marker_put["ConditionExpression"] = "attribute_not_exists(pk)"
-        meta_update: dict[str, Any] = {
-            "TableName": self.table, "Key": meta_key,
+        update: dict[str, Any] = {
+            "TableName": self.table, "Key": _serialize({"pk": pk, "sk": META_SK}),
             "UpdateExpression": "SET " + ", ".join(sets) + " ADD " + ", ".join(adds),
             "ExpressionAttributeNames": {"#type": "type"}, "ExpressionAttributeValues": _serialize(values)}
         if existing:  # an answer must not bring back a conversation deleted while it streamed
-            meta_update["ConditionExpression"] = "attribute_exists(pk)"
-        items: list[dict[str, Any]] = [
-            {"Put": {"TableName": self.table, "Item": _serialize(item),
-                     "ConditionExpression": "attribute_not_exists(pk)"}},
-            {"Put": marker_put},
-            {"Update": meta_update},
-        ]
-        if answers is not None:
-            # The question's id marker records its one answer: set only if it has none yet, or the
-            # one being replaced (an attribute on an item that exists anyway: no item per turn).
-            replaced = [old.id for old in replaces if old.role == "assistant"]
-            condition = "attribute_not_exists(answer)"
-            values_: dict[str, Any] = {":answer": message.id}
-            if replaced:
-                condition += " OR answer IN (" + ", ".join(f":r{i}" for i in range(len(replaced))) + ")"
-                values_.update({f":r{i}": r for i, r in enumerate(replaced)})
-            items.append({"Update": {"TableName": self.table,
-                                     "Key": _serialize({"pk": pk, "sk": ID_PREFIX + answers}),
-                                     "UpdateExpression": "SET answer = :answer", "ConditionExpression": condition,
-                                     "ExpressionAttributeValues": _serialize(values_)}})
+            update["ConditionExpression"] = "attribute_exists(pk)"
+        return update
+
+    def _append_items(self, pk: str, user_id: str, conversation_id: str, message: StoredMessage, now: str,
+                      expires_at: int | None, title: str | None, replaces: Sequence[StoredMessage],
+                      calibration: Calibration | None, *, existing: bool = False, uncounted: int = 0,
+                      move_order: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
+        """The transaction's items, and the role of each (`message`, `marker`, `meta`, `replaced`,
+        `other`) to read its cancellation reasons by."""
+        in_place = [old for old in replaces if old.position == message.position]  # an answer's slot, reused
+        put: dict[str, Any] = {"TableName": self.table, "Item": _serialize(self._message_item(pk, message, expires_at))}
+        if in_place:
+            put["ConditionExpression"] = "id = :old"
+            put["ExpressionAttributeValues"] = _serialize({":old": in_place[0].id})
+        else:
+            put["ConditionExpression"] = "attribute_not_exists(pk)"
+        items: list[dict[str, Any]] = [{"Put": put}]
+        roles = ["message"]
+        if not existing:
+            edit = any(old.id == message.id for old in replaces)  # the same id, new content: moved, not refused
+            marker = {"pk": pk, "sk": ID_PREFIX + message.id, "type": "message_id", "position": message.position,
+                      "expires_at": expires_at}
+            marker_put: dict[str, Any] = {"TableName": self.table, "Item": _serialize(marker)}
+            if not edit:
+                marker_put["ConditionExpression"] = "attribute_not_exists(pk)"
+            items.append({"Put": marker_put})
+            roles.append("marker")
+        items.append({"Update": self._meta_update(pk, user_id, conversation_id, message, now, expires_at, title,
+                                                  1 - len(replaces) + uncounted, calibration, existing=existing,
+                                                  move_order=move_order)})
+        roles.append("meta")
         for old in replaces:
-            # Only if still there: of two concurrent regenerates, the second must not add a second answer.
-            items.append({"Delete": {"TableName": self.table, "Key": _serialize({"pk": pk, "sk": old.position}),
-                                     "ConditionExpression": "attribute_exists(pk)"}})
+            if old.position != message.position:
+                # Only if still there: of two concurrent regenerates, the second must not add a second answer.
+                items.append({"Delete": {"TableName": self.table, "Key": _serialize({"pk": pk, "sk": old.position}),
+                                         "ConditionExpression": "attribute_exists(pk)"}})
+                roles.append("replaced")
             if old.id != message.id:
                 items.append({"Delete": {"TableName": self.table,
                                          "Key": _serialize({"pk": pk, "sk": ID_PREFIX + old.id})}})
-        return items
+                roles.append("other")
+        return items, roles
 
     def import_messages(self, user_id: str, conversation_id: str, messages: Sequence[StoredMessage],
                         title: str = "") -> list[StoredMessage]:
@@ -534,9 +643,7 @@ class ConversationStore:
         stored = [replace(m, position=_positions.next(), created_at=m.created_at or now) for m in messages]
         requests: list[dict[str, Any]] = []
         for message in stored:
-            put, marker, _ = self._append_items(pk, user_id, conversation_id, message, now, expires_at, None, (),
-                                                None)
-            requests += [{"PutRequest": {"Item": put["Put"]["Item"]}}, {"PutRequest": {"Item": marker["Put"]["Item"]}}]
+            requests.append({"PutRequest": {"Item": _serialize(self._message_item(pk, message, expires_at))}})
         meta = {
             "pk": pk, "sk": META_SK, "type": "conversation", "conversation_id": conversation_id, "user_id": user_id,
             "title": title, "created_at": now, "updated_at": now, "gsi1pk": user_index_pk(user_id),

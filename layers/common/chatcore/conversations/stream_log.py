@@ -16,8 +16,8 @@ Items live in the conversation's partition (the user is in the key, as for every
   after the marker.
 
 A follower whose log stopped growing asks `answer_stored` whether the answer was stored anyway (its
-last batch failed to be written even after retries): the message id's marker (`I#<message id>`)
-and the metadata's `updated_at`, in one consistent read.
+last batch failed to be written even after retries): one consistent descending Query returns the
+metadata's `updated_at` and the ids of the newest messages, where a stored answer is.
 
 `L#` sorts after `I#` and before `M#` and `META`, so the chat turn's read (`sk >= "M#"`) and the
 history API (`M#` … `M#~`) never see these items; deleting a conversation deletes them too. Every
@@ -35,13 +35,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from chatcore.conversations.store import ID_PREFIX, META_SK, conversation_pk
+from chatcore.conversations.store import MESSAGE_PREFIX, META_SK, conversation_pk
 from chatcore.dynamodb import client_for, is_condition_failure
 from chatcore.settings import Settings
 
 LOG_PREFIX = "L#"
 EXPIRY_AFTER_DEADLINE_S = 3600
 _STOP_ATTEMPTS = 10
+ANSWER_LOOKBACK = 8  # newest messages searched for a stored answer (a message sent meanwhile may follow it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,17 +180,18 @@ class StreamLog:
 
     def answer_stored(self, user_id: str, conversation_id: str, answer: LoggedAnswer) -> bool:
         """Whether the logged answer's message is stored in the conversation (its generator finished
-        it even if its last batch never reached the log): one consistent `BatchGetItem` of the message
-        id's marker and the metadata. The metadata must have changed since the answer started,
-        because a continued turn (a client tool's output, an approval) updates a message stored
-        before, under the same id."""
-        pk = {"S": conversation_pk(user_id, conversation_id)}
-        response = self.client.batch_get_item(RequestItems={self.table: {
-            "Keys": [{"pk": pk, "sk": {"S": ID_PREFIX + answer.message_id}}, {"pk": pk, "sk": {"S": META_SK}}],
-            "ConsistentRead": True, "ProjectionExpression": "sk, updated_at"}})
-        items = {item["sk"]["S"]: item for item in response.get("Responses", {}).get(self.table, [])}
-        marker, meta = items.get(ID_PREFIX + answer.message_id), items.get(META_SK)
-        if marker is None or meta is None:
+        it even if its last batch never reached the log): one consistent descending Query that returns
+        the metadata and the newest messages (an answer is stored last in its turn, so it is among
+        them). The metadata must have changed since the answer started, because a continued turn (a
+        client tool's output, an approval) updates a message stored before, under the same id."""
+        response = self.client.query(
+            TableName=self.table, KeyConditionExpression="pk = :pk AND sk >= :m", ScanIndexForward=False,
+            ConsistentRead=True, Limit=1 + ANSWER_LOOKBACK, ProjectionExpression="sk, id, updated_at",
+            ExpressionAttributeValues={":pk": {"S": conversation_pk(user_id, conversation_id)},
+                                       ":m": {"S": MESSAGE_PREFIX}})
+        items = response.get("Items", [])
+        meta = next((item for item in items if item["sk"]["S"] == META_SK), None)
+        if meta is None or not any(item.get("id", {}).get("S") == answer.message_id for item in items):
             return False
         return str(meta.get("updated_at", {}).get("S", "")) >= _iso(answer.started_us)
 
