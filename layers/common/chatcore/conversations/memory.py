@@ -108,6 +108,7 @@ class StoredTurn:
     new_user: StoredMessage | None = None  # the request's user message, when not stored yet
     edits: tuple[StoredMessage, ...] = ()  # an edit: the edited message and all after it, replaced by `new_user`
     answers: str | None = None  # the id of the user message this turn answers (one answer per message)
+    question: tuple[str, ...] = ()  # the texts of the user messages this turn answers, oldest first
     replaces: tuple[StoredMessage, ...] = ()
     prompt_chars: int = 0
     unsummarized_chars: int = 0
@@ -336,6 +337,8 @@ class DynamoMemory:
                          for message in (to_messages(m.role, m.text, m.parts) if m.role == "assistant"
                                          else [Message(role=m.role, content=m.text,
                                                        attachments=attachment_refs(m.parts))]))
+        asked = stored[:-1] if continues is not None else stored
+        since_answer = next((i for i in range(len(asked) - 1, -1, -1) if asked[i].role != "user"), -1)
         meta = history.meta
         summary = meta.summary if meta else None
         text_chars = sum(len(m.content) for m in messages)
@@ -343,7 +346,9 @@ class DynamoMemory:
             memory=self, user_id=user_id, conversation_id=conversation_id, messages=messages, summary=summary,
             chars_per_token=meta.chars_per_token if meta else DEFAULT_CHARS_PER_TOKEN, new_user=new_user,
             edits=tuple(edits), replaces=tuple(replaces),
-            answers=next((m.id for m in reversed(stored) if m.role == "user"), None), prompt_chars=text_chars + len(system or "") + len(summary or ""),
+            answers=next((m.id for m in reversed(stored) if m.role == "user"), None),
+            question=tuple(m.text for m in asked[since_answer + 1:]),
+            prompt_chars=text_chars + len(system or "") + len(summary or ""),
             unsummarized_chars=text_chars, temporary=request.temporary, continues=continues,
             **({"message_id": continues.id} if continues is not None else {}),
         )
@@ -385,6 +390,7 @@ class DynamoMemory:
         # Started off the answer's path (an asynchronous Lambda invoke is a round trip), and drained
         # before the response completes like any background work.
         if self.trigger.observes_turns and not turn.temporary:
-            background.spawn(self.trigger.fire(turn.user_id, conversation_id, summarize=due, turn=message.id))
+            background.spawn(self.trigger.fire(turn.user_id, conversation_id, summarize=due, turn=message.id,
+                                               texts=turn.question or None))
         elif due:
             background.spawn(self.trigger.fire(turn.user_id, conversation_id))
