@@ -1,8 +1,9 @@
 """Summarize function entry point: extends one conversation's rolling summary.
 
 Invoked asynchronously by the chat function with `{"user_id": "...", "conversation_id": "..."}`, plus
-`"turn"` (the answer's message id) and `"summarize"` after every turn when long-term memory is on:
-the turn's facts are extracted into the user's memories (chatcore.memories).
+`"turn"` (the answer's message id), `"summarize"` and, when small, `"texts"` (the user messages the
+turn answered) after every turn when long-term memory is on: the turn's facts are extracted into
+the user's memories (chatcore.memories). The event is validated by `handle_summarize_event`.
 """
 
 from __future__ import annotations

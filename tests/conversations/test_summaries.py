@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from chatcore.conversations import summarizer as summarizer_module
 from chatcore.conversations.store import ConversationStore, StoredMessage
-from chatcore.conversations.summarizer import ConversationSummarizer
+from chatcore.conversations.summarizer import (
+    MAX_TURN_TEXT_BYTES,
+    MAX_TURN_TEXTS,
+    ConversationSummarizer,
+    SummaryTrigger,
+    handle_summarize_event,
+)
 from chatcore.events import Finish, ProviderEvent, TextDelta
 from chatcore.messages import ModelRequest
 from chatcore.prompt import SUMMARY_HEADING
@@ -279,3 +287,60 @@ async def _observe(store: ConversationStore, user: str, settings: Any, queried: 
     # An answer that is not there (regenerated or deleted) is not observed; the read stays bounded.
     assert not await summarizer.observe_turn(user, "long", "gone")
     assert not await summarizer.observe_turn(user, "long", "q1")  # a user message is no answer
+    # Texts passed with the turn (the chat side knows them) are used as given: nothing is read.
+    queried.clear()
+    assert await summarizer.observe_turn(user, "long", "a2", ["Next question"])
+    assert observer.turns[-1] == ("a2", ["Next question"]) and queried == []
+
+
+def test_the_summarize_event_may_carry_the_turns_texts(store: ConversationStore, user: str,
+                                                       store_settings: Any) -> None:
+    settings = store_settings()
+    observer = RecordingObserver()
+    summarizer = ConversationSummarizer(settings, store, Router(settings, ProviderRegistry(settings)),
+                                        observers=[observer])
+    calls: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    event = {"user_id": user, "conversation_id": "c1", "turn": "a1", "summarize": False}
+    store.client.meta.events.register("before-call.dynamodb", record)
+    try:
+        result = handle_summarize_event({**event, "texts": ["I live in Lyon.", "And I like tea."]}, summarizer)
+        assert result["status"] == "observed" and calls == []  # no message Query: the event had them
+        assert observer.turns == [("a1", ["I live in Lyon.", "And I like tea."])]
+        for texts in ("I live in Lyon.", [1], [None], ["x"] * (MAX_TURN_TEXTS + 1), ["x" * (MAX_TURN_TEXT_BYTES + 1)],
+                      {"0": "x"}):
+            assert handle_summarize_event({**event, "texts": texts}, summarizer)["status"] == "invalid", texts
+        without_turn = {"user_id": user, "conversation_id": "c1", "texts": ["x"]}
+        assert handle_summarize_event(without_turn, summarizer)["status"] == "invalid"
+        assert len(observer.turns) == 1 and calls == []
+    finally:
+        store.client.meta.events.unregister("before-call.dynamodb", record)
+
+
+def test_the_async_invoke_carries_small_texts_only(store: ConversationStore, store_settings: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = store_settings(summarize_function_name="summarize-fn")
+    sent: list[dict[str, Any]] = []
+
+    class FakeLambda:
+        def invoke(self, **request: Any) -> None:
+            assert request["InvocationType"] == "Event" and request["FunctionName"] == "summarize-fn"
+            sent.append(json.loads(request["Payload"]))
+
+    monkeypatch.setattr(summarizer_module, "_lambda_client", lambda region: FakeLambda())
+    trigger = SummaryTrigger(settings, ConversationSummarizer(settings, store, Router(settings,
+                                                                                       ProviderRegistry(settings))))
+    asyncio.run(trigger.fire("u", "c1", summarize=False, turn="a1", texts=("Remember: tea",)))
+    big = "é" * (MAX_TURN_TEXT_BYTES // 2)  # 2 bytes a character: just over the limit with one more
+    asyncio.run(trigger.fire("u", "c1", summarize=True, turn="a2", texts=[big, "x"]))
+    asyncio.run(trigger.fire("u", "c1", turn="a3"))
+    asyncio.run(trigger.fire("u", "c1"))
+    assert sent == [
+        {"user_id": "u", "conversation_id": "c1", "turn": "a1", "summarize": False, "texts": ["Remember: tea"]},
+        {"user_id": "u", "conversation_id": "c1", "turn": "a2", "summarize": True},  # too big: read instead
+        {"user_id": "u", "conversation_id": "c1", "turn": "a3", "summarize": True},
+        {"user_id": "u", "conversation_id": "c1"},
+    ]

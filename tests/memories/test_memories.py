@@ -13,11 +13,12 @@ from typing import Any
 import httpx
 import pytest
 from chatcore import background
+from chatcore.conversations.summarizer import ConversationSummarizer
 from chatcore.memories import LongTermMemory
 from chatcore.memories.embedders import LocalHashEmbedder
 from chatcore.memories.extractor import extraction_prompt
 from chatcore.memories.recall import BLOCK_OPEN, memory_block
-from chatcore.memories.store import MemoryItem
+from chatcore.memories.store import MAX_CHANGED_TURNS, MemoryItem, TurnLog
 from chatcore.messages import ChatMessage, ChatRequest, Message
 from chatcore.principal import Principal
 from chatcore.prompt import fit_prompt
@@ -67,6 +68,109 @@ def test_the_same_turn_is_extracted_once(ltm: LongTermMemory, new_user: Callable
         return [m.text for m in page]
 
     assert asyncio.run(run()) == ["I speak Portuguese"]
+
+
+class DynamoCalls:
+    """The operations a boto3 client sends while the block runs (a botocore event hook)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.operations: list[str] = []
+
+    def _record(self, model: Any, **_: Any) -> None:
+        self.operations.append(model.name)
+
+    def __enter__(self) -> list[str]:
+        self.client.meta.events.register("before-call.dynamodb", self._record)
+        return self.operations
+
+    def __exit__(self, *_: Any) -> None:
+        self.client.meta.events.unregister("before-call.dynamodb", self._record)
+
+
+def test_a_turn_that_changes_no_memory_costs_the_digest_query_alone(ltm: LongTermMemory,
+                                                                    new_user: Callable[[], str]) -> None:
+    user = new_user()
+
+    async def run() -> None:
+        # The user already has a memory, a turn log and a setting: the digest returns all three.
+        assert (await ltm.extractor.extract(user, "c1", "turn-1", ["Remember: I live in Lyon"])).added == 1
+        await ltm.set_enabled(user, True)
+        for turn in ("turn-2", "turn-2", "turn-3"):  # a duplicate delivery of an unchanged turn re-runs
+            with DynamoCalls(ltm.store.client) as calls:
+                result = await ltm.extractor.extract(user, "c1", turn, ["What is the weather like?",
+                                                                        "Remember: I live in Lyon"])
+            assert (result.outcome, result.added, result.updated, result.deleted) == ("extracted", 0, 0, 0)
+            assert calls == ["Query"]  # the digest; no setting or marker read, no write
+        digest = ltm.store.digest(user, 20)
+        assert digest.turn_log.turns == ("turn-1",) and [m.text for m in digest.memories] == ["I live in Lyon"]
+
+    asyncio.run(run())
+
+
+def test_a_turn_that_changed_memories_is_done_once_without_the_model(ltm: LongTermMemory,
+                                                                     new_user: Callable[[], str],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    user = new_user()
+
+    async def run() -> None:
+        first = await ltm.extractor.extract(user, "c1", "turn-1", ["Remember: I speak Portuguese"])
+        assert (first.outcome, first.added) == ("extracted", 1)
+        assert ltm.store.digest(user, 20).turn_log.turns == ("turn-1",)
+
+        async def no_model(*_: Any) -> str:
+            raise AssertionError("a redelivered turn must not call the model")
+
+        monkeypatch.setattr(ltm.extractor, "_generate", no_model)
+        with DynamoCalls(ltm.store.client) as calls:
+            again = await ltm.extractor.extract(user, "c2", "turn-1", ["Remember: I speak Portuguese"])
+        assert again.outcome == "already_done" and calls == ["Query"]
+
+    asyncio.run(run())
+
+
+def test_the_turn_log_is_bounded_and_keeps_concurrent_writers(ltm: LongTermMemory,
+                                                              new_user: Callable[[], str]) -> None:
+    user, store = new_user(), ltm.store
+    assert store.record_turn(user, "a", TurnLog())
+    # A stale view (no item yet): the conditional write fails, the log is re-read and both are kept.
+    assert store.record_turn(user, "b", TurnLog())
+    assert store.turn_log(user).turns == ("a", "b")
+    assert store.record_turn(user, "a", store.turn_log(user))  # already there: unchanged
+    for n in range(MAX_CHANGED_TURNS + 5):
+        assert store.record_turn(user, f"t{n}", store.turn_log(user))
+    log = store.turn_log(user)
+    assert log.turns == tuple(f"t{n}" for n in range(5, MAX_CHANGED_TURNS + 5))
+    digest = store.digest(user, 20)  # the log sorts inside the digest's range, and is no memory
+    assert digest.turn_log == log and digest.memories == () and not digest.has_more
+
+
+def test_memory_turned_off_is_read_from_the_digest(ltm: LongTermMemory, new_user: Callable[[], str]) -> None:
+    user = new_user()
+
+    async def run() -> None:
+        await ltm.set_enabled(user, False)
+        with DynamoCalls(ltm.store.client) as calls:
+            result = await ltm.extractor.extract(user, "c1", "turn-1", ["Remember: I am left-handed"])
+        assert result.outcome == "disabled" and calls == ["Query"]
+        assert ltm.store.digest(user, 20).enabled is False and not await ltm.enabled(user)
+        await ltm.set_enabled(user, True)
+        assert (await ltm.extractor.extract(user, "c1", "turn-1", ["Remember: I am left-handed"])).added == 1
+
+    asyncio.run(run())
+
+
+def test_chat_turns_hand_their_texts_to_the_observer_without_a_history_read(
+        memory_app: Callable[..., Any], new_user: Callable[[], str], poll: Callable[..., Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_read(*_: Any) -> None:
+        raise AssertionError("the turn's texts come with the trigger")
+
+    monkeypatch.setattr(ConversationSummarizer, "_turn_texts", no_read)
+    base, _ = memory_app()
+    user = new_user()
+    chat(base, user, "c1", "Remember: I cycle to work", "u1")
+    poll(lambda: texts(base, user) == ["I cycle to work"])
 
 
 def test_the_extraction_prompt_uses_temporary_ids_and_user_messages_only() -> None:

@@ -125,6 +125,7 @@ class StoredTurn:
     order_key: str = ""  # the conversation's list order key when the turn read it
     keep_order: bool = False  # the list order key stays: first in the list already, or moved by the question
     order_moved: Callable[[str], None] | None = None
+    question: tuple[str, ...] = ()  # the texts of the user messages this turn answers, oldest first
     replaces: tuple[StoredMessage, ...] = ()
     prompt_chars: int = 0
     unsummarized_chars: int = 0
@@ -394,6 +395,8 @@ class DynamoMemory:
                          for message in (to_messages(m.role, m.text, m.parts) if m.role == "assistant"
                                          else [Message(role=m.role, content=m.text,
                                                        attachments=attachment_refs(m.parts))]))
+        asked = stored[:-1] if continues is not None else stored
+        since_answer = next((i for i in range(len(asked) - 1, -1, -1) if asked[i].role != "user"), -1)
         meta = history.meta
         summary = meta.summary if meta else None
         text_chars = sum(len(m.content) for m in messages)
@@ -402,6 +405,7 @@ class DynamoMemory:
             chars_per_token=meta.chars_per_token if meta else DEFAULT_CHARS_PER_TOKEN, new_user=new_user,
             edits=tuple(edits), replaces=tuple(replaces), question_position=question_position,
             fast_question=new_user is not None and question_position is not None,
+            question=tuple(m.text for m in asked[since_answer + 1:]),
             prompt_chars=text_chars + len(system or "") + len(summary or ""), unsummarized_chars=text_chars,
             temporary=request.temporary, continues=continues, order_key=meta.order_key if meta else "")
         if continues is not None:  # one assistant message per turn: it keeps its id
@@ -462,6 +466,7 @@ class DynamoMemory:
         # Started off the answer's path (an asynchronous Lambda invoke is a round trip), and drained
         # before the response completes like any background work.
         if self.trigger.observes_turns and not turn.temporary:
-            background.spawn(self.trigger.fire(turn.user_id, conversation_id, summarize=due, turn=message.id))
+            background.spawn(self.trigger.fire(turn.user_id, conversation_id, summarize=due, turn=message.id,
+                                               texts=turn.question or None))
         elif due:
             background.spawn(self.trigger.fire(turn.user_id, conversation_id))

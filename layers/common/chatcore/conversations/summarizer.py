@@ -7,8 +7,9 @@ A run is idempotent and safe against a concurrent run: the summary is written on
 one is still the one it extended (`ConversationStore.write_summary`).
 
 The same path serves `TurnObserver`s (long-term memory extraction): after every non-temporary turn
-the trigger passes the turn's id (its answer's message id), and the observers get the user messages
-of that turn, before any summarization of the same run.
+the trigger passes the turn's id (its answer's message id) and, when small, the texts of the user
+messages it answered (`turn_texts_fit`), and the observers get those texts (read from the history
+when not passed), before any summarization of the same run.
 """
 
 from __future__ import annotations
@@ -85,6 +86,15 @@ class TurnObserver(Protocol):
 
 
 TURN_READ_MESSAGES = 200  # how far back an answer is looked for (later turns may follow it)
+MAX_TURN_TEXTS = 50  # the user messages a turn's event may carry...
+MAX_TURN_TEXT_BYTES = 32_768  # ...and their UTF-8 size in all (the async invoke payload stays small)
+
+
+def turn_texts_fit(texts: Any) -> bool:
+    """Whether `texts` is a list of strings small enough for the summarize event's `texts`."""
+    return (isinstance(texts, list | tuple) and len(texts) <= MAX_TURN_TEXTS
+            and all(isinstance(t, str) for t in texts)
+            and sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) <= MAX_TURN_TEXT_BYTES)
 
 
 class ConversationSummarizer:
@@ -97,13 +107,22 @@ class ConversationSummarizer:
         self.router = router
         self.observers = tuple(observers)
 
-    async def observe_turn(self, user_id: str, conversation_id: str, turn_id: str) -> bool:
-        """Hand the user messages of turn `turn_id` (its answer's id) to the observers; False if it is gone."""
+    async def observe_turn(self, user_id: str, conversation_id: str, turn_id: str,
+                           texts: Sequence[str] | None = None) -> bool:
+        """Hand the user messages of turn `turn_id` (its answer's id) to the observers; False if it is gone.
+
+        `texts`, when the chat side passed them, are those messages and nothing is read. The trade-off:
+        nothing then checks that the answer still exists, so a turn whose answer a regenerate replaced
+        is observed too (as is the regenerated one: the same question twice); extraction skips adds
+        already remembered, so that costs a model call, not a duplicate memory. Without `texts` the
+        newest messages are read and a replaced or deleted answer is not observed.
+        """
         if not self.observers:
             return True
-        texts = await asyncio.to_thread(self._turn_texts, user_id, conversation_id, turn_id)
         if texts is None:
-            return False  # replaced by a regenerated answer (whose own turn is observed) or deleted
+            texts = await asyncio.to_thread(self._turn_texts, user_id, conversation_id, turn_id)
+            if texts is None:
+                return False  # replaced by a regenerated answer (whose own turn is observed) or deleted
         for observer in self.observers:
             await observer.observe_turn(user_id, conversation_id, turn_id, texts)
         return True
@@ -198,28 +217,32 @@ class SummaryTrigger:
         return bool(self.summarizer.observers)
 
     async def fire(self, user_id: str, conversation_id: str, *, summarize: bool = True,
-                   turn: str | None = None) -> None:
+                   turn: str | None = None, texts: Sequence[str] | None = None) -> None:
+        """Start the run; `texts` are the user messages turn `turn` answered (spares the observer a read)."""
         try:
             if self.settings.summarize_function_name:
-                await asyncio.to_thread(self._invoke, user_id, conversation_id, summarize, turn)
+                await asyncio.to_thread(self._invoke, user_id, conversation_id, summarize, turn, texts)
             else:
-                background.spawn(self._run_here(user_id, conversation_id, summarize, turn), drained=False)
+                background.spawn(self._run_here(user_id, conversation_id, summarize, turn, texts), drained=False)
         except Exception as exc:
             get_logger().warning("summarization not started", extra={"error": type(exc).__name__})
 
-    def _invoke(self, user_id: str, conversation_id: str, summarize: bool = True, turn: str | None = None) -> None:
+    def _invoke(self, user_id: str, conversation_id: str, summarize: bool = True, turn: str | None = None,
+                texts: Sequence[str] | None = None) -> None:
         event: dict[str, Any] = {"user_id": user_id, "conversation_id": conversation_id}
         if turn is not None:
             event.update(turn=turn, summarize=summarize)
+            if texts is not None and turn_texts_fit(list(texts)):  # else the observer reads them
+                event["texts"] = list(texts)
         _lambda_client(self.settings.aws_region).invoke(
             FunctionName=self.settings.summarize_function_name, InvocationType="Event",
             Payload=json.dumps(event).encode())
 
     async def _run_here(self, user_id: str, conversation_id: str, summarize: bool = True,
-                        turn: str | None = None) -> None:
+                        turn: str | None = None, texts: Sequence[str] | None = None) -> None:
         try:
             if turn is not None:
-                await self.summarizer.observe_turn(user_id, conversation_id, turn)
+                await self.summarizer.observe_turn(user_id, conversation_id, turn, texts)
             if summarize:
                 await self.summarizer.summarize(user_id, conversation_id)
         except Exception as exc:
@@ -230,8 +253,11 @@ class SummaryTrigger:
 
 
 def handle_summarize_event(event: Mapping[str, Any], summarizer: ConversationSummarizer) -> dict[str, Any]:
-    """Handle `{"user_id": ..., "conversation_id": ...}`. A malformed event is reported and not retried;
-    a failing model or table raises, so Lambda retries it and then sends it to the failure queue."""
+    """Handle `{"user_id": ..., "conversation_id": ...}`, plus after a turn `"turn"` (its answer's id),
+    `"summarize"` (false: observe the turn only) and, optionally, `"texts"` (the user messages the
+    turn answered: at most `MAX_TURN_TEXTS` strings, `MAX_TURN_TEXT_BYTES` in all; absent, they are
+    read from the history). A malformed event is reported and not retried; a failing model or table
+    raises, so Lambda retries it and then sends it to the failure queue."""
     user_id = event.get("user_id") if isinstance(event, Mapping) else None
     conversation_id = event.get("conversation_id") if isinstance(event, Mapping) else None
     if not isinstance(user_id, str) or not user_id or not isinstance(conversation_id, str):
@@ -244,9 +270,13 @@ def handle_summarize_event(event: Mapping[str, Any], summarizer: ConversationSum
     turn = event.get("turn")
     if turn is not None and not isinstance(turn, str):
         return {"status": "invalid", "error": "'turn' must be a string."}
+    texts = event.get("texts")
+    if texts is not None and (turn is None or not isinstance(texts, list) or not turn_texts_fit(texts)):
+        return {"status": "invalid", "error": f"'texts' must come with 'turn' and be a list of at most "
+                                              f"{MAX_TURN_TEXTS} strings, {MAX_TURN_TEXT_BYTES} bytes in all."}
     try:
         if turn is not None:  # before the summary: the turn's messages are then still unsummarized
-            asyncio.run(summarizer.observe_turn(user_id, conversation_id, turn))
+            asyncio.run(summarizer.observe_turn(user_id, conversation_id, turn, texts))
         if event.get("summarize", True) is False:
             return {"status": "observed", "covered_messages": 0, "through": None}
         result = asyncio.run(summarizer.summarize(user_id, conversation_id))

@@ -4,9 +4,14 @@ become memories (add), correct older ones (update), retract them (delete), or ch
 Run by the summarize function (or in-process locally) after each non-temporary turn
 (`conversations.summarizer.TurnObserver`). Only the user's messages are read. The model sees the
 user's most similar existing memories under short temporary ids (`"1"`, `"2"`...), never real ones,
-and answers JSON. A run is idempotent per conversation turn: a marker item records a finished
-turn, so a Lambda retry does nothing; an add whose text is already remembered is skipped, so a run
-retried halfway does not duplicate what it stored before failing.
+and answers JSON.
+
+A turn costs one read when it changes no memory: the digest Query, which also returns the setting
+and the turn log (`MemoryStore.digest`); the search, the model's actions and the turn log's write come
+only when needed. Idempotence: a turn that changed memories is recorded in the user's turn log, so a
+redelivered event (a Lambda retry) is `already_done` without calling the model; a turn that changed
+nothing is not recorded, and run again it changes nothing either: an add whose text is already
+remembered is skipped (which also keeps a run retried halfway from duplicating what it stored).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 from chatcore import errors
 from chatcore.events import ErrorEvent, Event, TextDelta
 from chatcore.memories.embedders import Embedder
-from chatcore.memories.store import KINDS, MAX_MEMORY_CHARS, MemoryItem, MemoryStore
+from chatcore.memories.store import KINDS, MAX_MEMORY_CHARS, Digest, MemoryItem, MemoryStore
 from chatcore.memories.vector_index import MemoryIndex
 from chatcore.messages import Message
 from chatcore.observability import emit_metrics, get_logger
@@ -117,12 +122,13 @@ class MemoryExtractor:
         texts = [t for t in user_messages if t.strip()]
         if not texts:
             return ExtractionResult("nothing")
-        if not await asyncio.to_thread(self.store.enabled, user_id):
+        digest = await asyncio.to_thread(self.store.digest, user_id, self.settings.memory_digest_size)
+        if not digest.enabled:
             return ExtractionResult("disabled")
-        if await asyncio.to_thread(self.store.turn_done, user_id, conversation_id, turn_id):
+        if turn_id in digest.turn_log.turns:
             return ExtractionResult("already_done")
         joined = "\n".join(texts)[-MAX_INPUT_CHARS:]
-        candidates = await self._similar(user_id, joined)
+        candidates = await self._similar(user_id, joined, digest)
         prompt, temporary = extraction_prompt(candidates, [joined])
         answer = await self._generate(prompt, user_id, conversation_id)
         by_id = {m.id: m for m in candidates}
@@ -147,14 +153,16 @@ class MemoryExtractor:
             elif op == "delete" and real and real in by_id and await asyncio.to_thread(self.store.delete, user_id,
                                                                                         real):
                 deleted += 1
-        await asyncio.to_thread(self.store.mark_turn, user_id, conversation_id, turn_id, added + updated + deleted)
+        if added + updated + deleted and not await asyncio.to_thread(self.store.record_turn, user_id, turn_id,
+                                                                     digest.turn_log):
+            get_logger().warning("memory turn not recorded (concurrent runs)",
+                                 extra={"conversation_id": conversation_id})
         get_logger().info("memories extracted", extra={"conversation_id": conversation_id, "added": added,
                                                        "updated": updated, "deleted": deleted})
         return ExtractionResult("extracted", added, updated, deleted)
 
-    async def _similar(self, user_id: str, text: str) -> list[MemoryItem]:
+    async def _similar(self, user_id: str, text: str, digest: Digest) -> list[MemoryItem]:
         """The newest memories, plus the nearest ones when the user has more than the digest holds."""
-        digest = await asyncio.to_thread(self.store.digest, user_id, self.settings.memory_digest_size)
         found = {m.id: m for m in digest.memories}
         if digest.has_more:
             vector = (await self.embedder.embed([text]))[0]

@@ -5,16 +5,17 @@ Keys (docs/data-model.md), all in the user's own partition `pk = USER#<user>#MEM
 - `sk = MEM#<id>`: one memory (`text`, `kind`, `embedding`, `embedding_model`, `source_conversation`,
   `created_at`, `updated_at`) plus `mem_user = <user>`, the partition attribute of the vector index:
   only memory items carry it, so nothing else is ever indexed or searched;
+- `sk = MEMTURNS`: the ids of the last `MAX_CHANGED_TURNS` turns whose extraction changed memories
+  (`turns`, oldest first, and `version`, for conditional writes): a redelivered turn among them is
+  skipped. One small bounded item, written only when a turn changed something; a turn that changed
+  nothing is not recorded (run again, it adds nothing: extraction skips texts already remembered).
 - `sk = SETTINGS`: the user's choice (`enabled`);
 
-The conversation's last extracted turn is kept in the conversation's partition instead
-(`pk = USER#<user>#CONV#<conversation>`, `sk = I#MEMTURN#`, attribute `last_turn`, a TTL), one item
-per conversation: a retried run of that turn skips it, and a marker per turn in the user's memory
-partition (read on every turn) would grow without bound. The conversation's delete removes it.
-
-Ids are time-ordered (`MEM#` + 16 hex digits of microseconds + 6 random), so one descending Query on
-`sk <= "SETTINGS"` returns the setting first and then the newest memories: the chat turn's digest is
-one round trip. The user id always comes from the verified credential (`Principal.user_id`).
+Ids are time-ordered (`MEM#` + 16 hex digits of microseconds + 6 random), and `MEM#…` < `MEMTURNS` <
+`SETTINGS` (`#` sorts before `T`), so one descending Query on `sk BETWEEN "MEM#" AND "SETTINGS"`
+returns the setting first, then the turn log, then the newest memories: the chat turn's digest and
+everything extraction reads are one round trip. The user id always comes from the verified credential
+(`Principal.user_id`).
 
 All calls are blocking boto3 calls: async callers run them with `asyncio.to_thread`.
 """
@@ -41,14 +42,14 @@ MemoryKind = Literal["fact", "preference"]
 KINDS: tuple[str, ...] = ("fact", "preference")
 MEMORY_PREFIX = "MEM#"
 SETTINGS_SK = "SETTINGS"
-TURN_SK = "I#MEMTURN#"  # "#" never occurs in a message id: never a message id marker
+TURNS_SK = "MEMTURNS"  # between every `MEM#…` and `SETTINGS`: inside the digest's range
 USER_ATTRIBUTE = "mem_user"  # the vector index's partition attribute
 VECTOR_ATTRIBUTE = "embedding"
 MODEL_ATTRIBUTE = "embedding_model"
 MAX_MEMORY_CHARS = 500
 MAX_MEMORIES_PER_USER = 2_000
 MEMORY_ID = re.compile(r"^m[0-9a-f]{22}$")
-TURN_MARKER_TTL_S = 30 * 86_400
+MAX_CHANGED_TURNS = 20  # turn ids kept in `MEMTURNS` (a message id is 36 characters: under 1 KB)
 _BATCH = 25
 
 
@@ -98,12 +99,27 @@ class MemoryItem:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnLog:
+    """The `MEMTURNS` item: the latest turns whose extraction changed memories, oldest first."""
+
+    turns: tuple[str, ...] = ()
+    version: int | None = None  # None: no item yet
+
+
+@dataclass(frozen=True, slots=True)
 class Digest:
-    """What a chat turn reads with the history: the setting and the newest memories (no vectors)."""
+    """What a chat turn reads with the history: the setting, the turn log and the newest memories (no vectors)."""
 
     enabled: bool
     memories: tuple[MemoryItem, ...]
     has_more: bool  # the user has more memories than the digest holds: vector search may add some
+    turn_log: TurnLog = TurnLog()
+
+
+def _turn_log(raw: dict[str, Any]) -> TurnLog:
+    turns = tuple(v["S"] for v in raw.get("turns", {}).get("L", []) if isinstance(v, dict) and "S" in v)
+    version = raw.get("version", {}).get("N")
+    return TurnLog(turns, int(version) if version is not None else 0)
 
 
 def _s(value: str) -> dict[str, str]:
@@ -143,7 +159,7 @@ class MemoryStore:
     """Memories, the memory setting and extraction markers of every user."""
 
     DIGEST_PROJECTION = "pk, sk, #text, kind, source_conversation, created_at, updated_at, mem_user, enabled, " \
-                        "embedding_model"
+                        "embedding_model, turns, version"
 
     def __init__(self, settings: Settings, client: Any | None = None, *, critical_client: Any | None = None) -> None:
         self.settings = settings
@@ -167,28 +183,37 @@ class MemoryStore:
     # --- the chat turn's read ----------------------------------------------------------------
 
     def digest(self, user_id: str, size: int) -> Digest:
-        """The setting and the `size` newest memories, in one descending Query (no embeddings read)."""
+        """The setting, the turn log and the `size` newest memories, in one descending Query (no embeddings).
+
+        Descending, `SETTINGS` and `MEMTURNS` are the range's first keys, so they are always in the
+        one page read, whatever `Limit` stops at: the digest's `enabled` and `turn_log` are exact
+        (`has_more` concerns memories only)."""
         response = self.critical_client.query(
             TableName=self.table, KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
             ExpressionAttributeValues={":pk": _s(memory_pk(user_id)), ":lo": _s(MEMORY_PREFIX),
                                        ":hi": _s(SETTINGS_SK)},
             ExpressionAttributeNames={"#text": "text"}, ProjectionExpression=self.DIGEST_PROJECTION,
-            ScanIndexForward=False, ConsistentRead=True, Limit=size + 2)
+            ScanIndexForward=False, ConsistentRead=True, Limit=size + 3)
         enabled = True
+        turn_log = TurnLog()
         memories: list[MemoryItem] = []
         for raw in response.get("Items", []):
             if raw["sk"]["S"] == SETTINGS_SK:
                 enabled = raw.get("enabled", {}).get("BOOL", True)
                 continue
+            if raw["sk"]["S"] == TURNS_SK:
+                turn_log = _turn_log(raw)
+                continue
             memory = item_from(user_id, raw)
             if memory is not None:
                 memories.append(memory)
         has_more = len(memories) > size or bool(response.get("LastEvaluatedKey"))
-        return Digest(enabled=enabled, memories=tuple(memories[:size]), has_more=has_more)
+        return Digest(enabled=enabled, memories=tuple(memories[:size]), has_more=has_more, turn_log=turn_log)
 
     # --- settings ----------------------------------------------------------------------------
 
     def enabled(self, user_id: str) -> bool:
+        """The setting alone (the privacy API); a turn reads it with the digest instead."""
         response = self.client.get_item(TableName=self.table, ConsistentRead=True,
                                         Key={"pk": _s(memory_pk(user_id)), "sk": _s(SETTINGS_SK)})
         return bool(response.get("Item", {}).get("enabled", {}).get("BOOL", True))
@@ -321,27 +346,34 @@ class MemoryStore:
 
     # --- extraction markers --------------------------------------------------------------------
 
-    @staticmethod
-    def _turn_key(user_id: str, conversation_id: str) -> dict[str, Any]:
-        # One item per conversation, in its partition (the key format is `conversations.store`'s);
-        # `I#` items sort before the messages, so no history read ever sees it.
-        return {"pk": _s(f"USER#{user_id}#CONV#{conversation_id}"), "sk": _s(TURN_SK)}
-
-    def turn_done(self, user_id: str, conversation_id: str, turn_id: str) -> bool:
-        """Whether `turn_id` is the conversation's last extracted turn (a retried run skips it)."""
+    def turn_log(self, user_id: str) -> TurnLog:
         response = self.client.get_item(TableName=self.table, ConsistentRead=True,
-                                        Key=self._turn_key(user_id, conversation_id))
-        return bool(response.get("Item", {}).get("last_turn", {}).get("S") == turn_id)
+                                        Key={"pk": _s(memory_pk(user_id)), "sk": _s(TURNS_SK)})
+        item = response.get("Item")
+        return _turn_log(item) if item else TurnLog()
 
-    def mark_turn(self, user_id: str, conversation_id: str, turn_id: str, actions: int) -> None:
-        self.client.update_item(
-            TableName=self.table, Key=self._turn_key(user_id, conversation_id),
-            UpdateExpression="SET #type = :type, last_turn = :turn, actions = :actions, updated_at = :now, "
-                             "expires_at = :exp",
-            ExpressionAttributeNames={"#type": "type"},
-            ExpressionAttributeValues={":type": _s("memory_turn"), ":turn": _s(turn_id),
-                                       ":actions": {"N": str(actions)}, ":now": _s(now_iso()),
-                                       ":exp": {"N": str(int(time.time()) + TURN_MARKER_TTL_S)}})
+    def record_turn(self, user_id: str, turn_id: str, seen: TurnLog, attempts: int = 3) -> bool:
+        """Add `turn_id` to the user's turn log (the newest `MAX_CHANGED_TURNS` kept), `seen` being the log
+        as last read. A conditional write on the log's version: a concurrent run's write is re-read and
+        kept, never lost or duplicated. False when every attempt raced (the log is an optimization:
+        a turn missing from it is re-extracted, and adds no memory twice)."""
+        log = seen
+        for _ in range(attempts):
+            if turn_id in log.turns:
+                return True
+            version = log.version
+            item = {"pk": _s(memory_pk(user_id)), "sk": _s(TURNS_SK), "type": _s("memory_turns"),
+                    "turns": {"L": [_s(t) for t in (*log.turns, turn_id)[-MAX_CHANGED_TURNS:]]},
+                    "version": {"N": str((version or 0) + 1)}, "updated_at": _s(now_iso())}
+            condition: dict[str, Any] = (
+                {"ConditionExpression": "attribute_not_exists(pk)"} if version is None else
+                {"ConditionExpression": "version = :v", "ExpressionAttributeValues": {":v": {"N": str(version)}}})
+            try:
+                self.client.put_item(TableName=self.table, Item=item, **condition)
+                return True
+            except self.client.exceptions.ConditionalCheckFailedException:
+                log = self.turn_log(user_id)
+        return False
 
     def _check_vector(self, vector: Sequence[float]) -> None:
         if len(vector) != self.settings.embedding_dimensions:
