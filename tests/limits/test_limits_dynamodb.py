@@ -387,24 +387,25 @@ def counted_limiter(table: Table, **limits: int) -> tuple[DynamoDBLimiter, Updat
 
 
 async def test_a_top_up_every_open_stream_could_take_is_not_written_and_the_usage_is_settled(table: Table) -> None:
-    """Admitted with 9,000 of the minute's 10,000 left and 2 streams allowed: up to 4,500 more (in all)
-    fits both streams, so it stays unwritten; the settlement charges the usage (used - held)."""
-    limiter, counted = counted_limiter(table, tokens_per_minute=10_000, concurrent_streams=2)
-    admission = await limiter.admit(ALICE, 1_000)
+    """Admitted with 90,000 of the minute's 100,000 left and 2 streams allowed: up to 4,500 more (in
+    all) fits both streams ten times over, so it stays unwritten; the settlement charges the usage
+    (used - held)."""
+    limiter, counted = counted_limiter(table, tokens_per_minute=100_000, concurrent_streams=2)
+    admission = await limiter.admit(ALICE, 10_000)
     assert counted.take() == ["UpdateItem"]
     await admission.reserve_more(2_500)
-    await admission.reserve_more(2_000)  # 4,500 unwritten: exactly half the headroom the admission saw
+    await admission.reserve_more(2_000)  # 4,500 unwritten: 2 streams x 10 x 4,500 = the headroom seen
     assert counted.take() == []
-    assert (minute_tokens(table), day_tokens(table)) == (1_000, 1_000)
-    assert admission.headers["x-ratelimit-remaining-tokens"] == str(10_000 - 1_000 - 4_500)  # unwritten counted
-    await admission.reserve_more(1)  # 4,501 unwritten would not fit twice: this one is written
+    assert (minute_tokens(table), day_tokens(table)) == (10_000, 10_000)
+    assert admission.headers["x-ratelimit-remaining-tokens"] == str(100_000 - 10_000 - 4_500)  # unwritten counted
+    await admission.reserve_more(1)  # 4,501 unwritten would not fit: this one is written
     assert counted.take() == ["UpdateItem"]
-    assert (minute_tokens(table), day_tokens(table)) == (1_001, 1_001)
-    assert admission.headers["x-ratelimit-remaining-tokens"] == str(10_000 - 1_001 - 4_500)
-    await drain(admission.settle(events(Finish("stop", usage=Usage(4_000, 700)))))
+    assert (minute_tokens(table), day_tokens(table)) == (10_001, 10_001)
+    assert admission.headers["x-ratelimit-remaining-tokens"] == str(100_000 - 10_001 - 4_500)
+    await drain(admission.settle(events(Finish("stop", usage=Usage(14_000, 700)))))
     assert counted.take() == ["UpdateItem"]
-    # The item held 1,001 for the turn, so it is charged 3,699 more: the reported 4,700, not the 5,501 reserved.
-    assert (minute_tokens(table), day_tokens(table), leases_held(table)) == (4_700, 4_700, 0)
+    # The item held 10,001 for the turn, so it is charged 4,699 more: the reported 14,700, not the 14,501 reserved.
+    assert (minute_tokens(table), day_tokens(table), leases_held(table)) == (14_700, 14_700, 0)
 
 
 async def test_settling_after_an_unwritten_top_up_corrects_only_what_the_item_holds(table: Table) -> None:
@@ -433,7 +434,7 @@ async def test_near_the_limit_a_top_up_is_written_and_refused_when_it_does_not_f
     other = await limiter.admit(ALICE, 3_500)  # the same user's other stream: 9,500 of 10,000
     counted.take()
     with pytest.raises(errors.LimitExceededError) as refused:
-        # Within what the admission saw (2 x 2,500 <= 9,000) but not what the last top-up saw (4,000 left).
+        # Not ample (2 x 10 x 2,500 > 4,000 left after the last top-up): written, and it does not fit.
         await admission.reserve_more(2_500)
     assert refused.value.status_code == 429 and refused.value.details["limit"] == limit
     assert counted.take() == ["UpdateItem"]

@@ -7,15 +7,17 @@ every outcome. A refused request has written nothing, so it holds nothing and ne
 
 Reserving more (the stored history is longer than the request showed, or a later tool step) writes
 nothing when the request saw ample headroom: if every stream the user may have open at once could
-take this request's unwritten top-ups, and both budgets as the request last saw them (at its
-admission, or its last written top-up) would still hold:
-`(unwritten + tokens) * concurrent_streams <= min(minute headroom, day headroom)`. The settlement
+take ten times this request's unwritten top-ups, and both budgets as the request last saw them (at
+its admission, or its last written top-up) would still hold:
+`(unwritten + tokens) * concurrent_streams * UNWRITTEN_SHARE <= min(minute headroom, day headroom)`
+with `UNWRITTEN_SHARE = 10`. The settlement
 charges the real usage anyway (`used - held`), so the common turn costs two writes and no round trip
 before the first token. Otherwise the top-up is written (or refused, 429) as a conditional
 `UpdateItem`. An unwritten top-up is invisible to the user's other requests until it is settled: a
 request admitted (or a top-up written) after it is checked against the counters without it, so a
-window can end above its limit by the unwritten top-ups of the user's streams open at the time
-(each stream's under 1/`concurrent_streams` of the headroom it saw).
+window can end above its limit by the unwritten top-ups of the user's streams open at the time:
+each under 1/(10 x `concurrent_streams`) of the headroom it saw, so together under a tenth of the
+limit. Near a limit every top-up is written, and checked, exactly as before.
 
 DynamoDB unavailable or throttled: the one write checks all three limits (`minute`, `day`,
 `streams`), so they fail together. The request goes through unchecked only if all three are listed
@@ -63,6 +65,9 @@ def known_usage(usage: Usage | None) -> int | None:
 def reset_header(seconds: float) -> str:
     """Whole seconds until a window resets, as sent in `X-RateLimit-Reset` and `Retry-After`."""
     return str(max(1, math.ceil(seconds)))
+
+
+UNWRITTEN_SHARE = 10  # unwritten top-ups stay under 1/10 of what every open stream saw left
 
 
 class LimitAdmission:
@@ -175,12 +180,14 @@ class LimitAdmission:
 
     def _ample(self, tokens: int) -> bool:
         """Whether `tokens` more can stay unwritten: the headroom this request last saw (at its admission
-        or its last written top-up) fits its unwritten top-ups, these included, once for every stream
-        the user may have open at once."""
+        or its last written top-up) fits its unwritten top-ups, these included, `UNWRITTEN_SHARE` times
+        for every stream the user may have open at once (so all of them together stay under a tenth
+        of the limit)."""
         limits = self._limits
         minute, day = self._seen
         headroom = min(limits.tokens_per_minute - minute, limits.tokens_per_day - day)
-        return (self._reserved - self._held + tokens) * limits.concurrent_streams <= headroom
+        unwritten = self._reserved - self._held + tokens
+        return unwritten * limits.concurrent_streams * UNWRITTEN_SHARE <= headroom
 
     def _remaining_tokens(self) -> None:
         """`x-ratelimit-remaining-tokens`: the minute's budget less its tokens as last written and this
