@@ -343,15 +343,18 @@ async def test_without_reported_usage_the_estimated_input_and_the_output_seen_ar
     assert leases_held(table) == 0
 
 
-async def test_a_later_steps_output_cap_is_held_but_never_charged_as_prompt(table: Table) -> None:
+@pytest.mark.parametrize("ample", [False, True], ids=["written", "unwritten"])
+async def test_a_later_steps_output_cap_is_held_but_never_charged_as_prompt(table: Table, ample: bool) -> None:
     """A tool step reserves its prompt and its output cap; without reported usage only the prompts
-    sent and the output seen are charged."""
-    limiter = limiter_for(table)
+    sent and the output seen are charged, whether the step's top-up was written or (ample headroom) not."""
+    # 9,000 left after the admission is no room for 1,100 more on each of 1,000 streams: written.
+    limiter = limiter_for(table) if ample else limiter_for(table, tokens_per_minute=10_000)
     admission = await limiter.admit(ALICE, 1000, output_cap=900)  # step 1: 100 of prompt, 900 of output cap
     await admission.reserve_more(1_100, prompt_tokens=200)  # step 2: 200 of prompt, 900 of output cap
-    assert minute_tokens(table) == 2_100
+    held = 1_000 if ample else 2_100
+    assert minute_tokens(table) == held
     await admission.reserve_more(-500, prompt_tokens=300)  # step 3: the earlier steps left enough unused
-    assert minute_tokens(table) == 2_100
+    assert minute_tokens(table) == held
     await drain(admission.settle(events(TextDelta("x" * 40), ErrorEvent("boom", "provider_error"))))
     assert minute_tokens(table) == 100 + 200 + 300 + 10  # the three prompts, and 40 characters of output
     assert leases_held(table) == 0
@@ -372,6 +375,73 @@ async def test_reserving_more_for_a_longer_history_refuses_over_the_budget_and_h
     await other.release()
     await background.drain()
     assert minute_tokens(table) == 0 and day_tokens(table) == 0
+
+
+def counted_limiter(table: Table, **limits: int) -> tuple[DynamoDBLimiter, UpdateCounter]:
+    """A limiter on a client of its own, whose DynamoDB requests are counted."""
+    dynamodb = client()
+    counted = UpdateCounter(dynamodb)
+    limiter = DynamoDBLimiter(table.name, LimitPolicy({"free": tier(**limits)}), lambda: dynamodb,
+                              lease_ttl_s=60, clock=lambda: NOW)
+    return limiter, counted
+
+
+async def test_a_top_up_every_open_stream_could_take_is_not_written_and_the_usage_is_settled(table: Table) -> None:
+    """Admitted with 90,000 of the minute's 100,000 left and 2 streams allowed: up to 4,500 more (in
+    all) fits both streams ten times over, so it stays unwritten; the settlement charges the usage
+    (used - held)."""
+    limiter, counted = counted_limiter(table, tokens_per_minute=100_000, concurrent_streams=2)
+    admission = await limiter.admit(ALICE, 10_000)
+    assert counted.take() == ["UpdateItem"]
+    await admission.reserve_more(2_500)
+    await admission.reserve_more(2_000)  # 4,500 unwritten: 2 streams x 10 x 4,500 = the headroom seen
+    assert counted.take() == []
+    assert (minute_tokens(table), day_tokens(table)) == (10_000, 10_000)
+    assert admission.headers["x-ratelimit-remaining-tokens"] == str(100_000 - 10_000 - 4_500)  # unwritten counted
+    await admission.reserve_more(1)  # 4,501 unwritten would not fit: this one is written
+    assert counted.take() == ["UpdateItem"]
+    assert (minute_tokens(table), day_tokens(table)) == (10_001, 10_001)
+    assert admission.headers["x-ratelimit-remaining-tokens"] == str(100_000 - 10_001 - 4_500)
+    await drain(admission.settle(events(Finish("stop", usage=Usage(14_000, 700)))))
+    assert counted.take() == ["UpdateItem"]
+    # The item held 10,001 for the turn, so it is charged 4,699 more: the reported 14,700, not the 14,501 reserved.
+    assert (minute_tokens(table), day_tokens(table), leases_held(table)) == (14_700, 14_700, 0)
+
+
+async def test_settling_after_an_unwritten_top_up_corrects_only_what_the_item_holds(table: Table) -> None:
+    limiter = limiter_for(table)  # a billion tokens: every top-up here stays unwritten
+    admission = await limiter.admit(ALICE, 1_000)
+    await admission.reserve_more(3_000)
+    other = await limiter.admit(ALICE, 500)
+    assert minute_tokens(table) == 1_500
+    await drain(admission.settle(events(Finish("stop", usage=Usage(2_000, 500)))))
+    assert (minute_tokens(table), day_tokens(table)) == (500 + 2_500, 500 + 2_500)  # 1,500 more than held
+    failed = await limiter.admit(ALICE, 1_000)
+    await failed.reserve_more(2_000)
+    await failed.release()  # gives back the 1,000 the item holds, not the 3,000 reserved
+    await other.release()
+    assert (minute_tokens(table), day_tokens(table), leases_held(table)) == (2_500, 2_500, 0)
+
+
+@pytest.mark.parametrize("limit", ["tokens_per_minute", "tokens_per_day"])
+async def test_near_the_limit_a_top_up_is_written_and_refused_when_it_does_not_fit(table: Table, limit: str) -> None:
+    limiter, counted = counted_limiter(table, concurrent_streams=2, **{limit: 10_000})
+    admission = await limiter.admit(ALICE, 1_000)  # 9,000 left: 2 streams could not both take 5,000 more
+    counted.take()
+    await admission.reserve_more(5_000)
+    assert counted.take() == ["UpdateItem"]
+    assert (minute_tokens(table), day_tokens(table)) == (6_000, 6_000)
+    other = await limiter.admit(ALICE, 3_500)  # the same user's other stream: 9,500 of 10,000
+    counted.take()
+    with pytest.raises(errors.LimitExceededError) as refused:
+        # Not ample (2 x 10 x 2,500 > 4,000 left after the last top-up): written, and it does not fit.
+        await admission.reserve_more(2_500)
+    assert refused.value.status_code == 429 and refused.value.details["limit"] == limit
+    assert counted.take() == ["UpdateItem"]
+    assert (minute_tokens(table), day_tokens(table)) == (9_500, 9_500)  # the refusal holds nothing
+    await other.release()
+    await drain(admission.settle(events(Finish("stop", usage=Usage(5_000, 500)))))
+    assert (minute_tokens(table), day_tokens(table), leases_held(table)) == (5_500, 5_500, 0)
 
 
 async def test_usage_report_before_an_error_is_used(table: Table) -> None:

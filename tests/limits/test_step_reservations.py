@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 from chatcore.api.app import default_components
 from chatcore.events import ProviderEvent, UsageReport
 from chatcore.limits.limiter import DynamoDBLimiter
@@ -78,8 +79,12 @@ class HeldTokens:
         return await self._mock.probe(timeout)
 
 
+@pytest.mark.parametrize("ample", [False, True], ids=["near-the-limit", "ample-headroom"])
 def test_a_step_after_a_tool_holds_what_it_sends_memories_included(
-        chat_server: Callable[..., str], serve_asgi: Callable[..., str], table: Table) -> None:
+        chat_server: Callable[..., str], serve_asgi: Callable[..., str], table: Table, ample: bool) -> None:
+    """Near the limit each top-up is written, so the item holds each step before it is sent; with
+    ample headroom the top-ups stay unwritten (limits/limiter.py). Either way the turn is charged
+    what its steps reported."""
     tool = FastAPI()
 
     @tool.post("/lookup")
@@ -90,7 +95,9 @@ def test_a_step_after_a_tool_holds_what_it_sends_memories_included(
                         "inputSchema": {"type": "object", "properties": {"city": {"type": "string"}}},
                         "execute": {"type": "http", "url": f"{serve_asgi(tool)}/lookup"}}}
     settings = settings_for_tests(tools_json=json.dumps(tools), max_output_tokens=OUTPUT_CAP)
-    limits = TierLimits(requests_per_minute=100, tokens_per_minute=10**6, tokens_per_day=10**7, concurrent_streams=5)
+    # 8,000 a minute: 5 streams could not each take a step's 2,000-odd tokens more, so every top-up is written.
+    limits = TierLimits(requests_per_minute=100, tokens_per_minute=10**6 if ample else 8_000, tokens_per_day=10**7,
+                        concurrent_streams=5)
     limiter = DynamoDBLimiter(table.name, LimitPolicy({"free": limits}), lambda: table.client, lease_ttl_s=60)
     model = HeldTokens(table)
     components = dataclasses.replace(default_components(settings, ProviderRegistry(settings, overrides={"watched": model})),
@@ -105,10 +112,15 @@ def test_a_step_after_a_tool_holds_what_it_sends_memories_included(
 
     first, second = model.calls
     assert first["sent"] > 2_000  # the memory block is most of the prompt
-    # Each step is held before it is sent: the first by the admission, the second on top of what the
-    # first used; every figure in estimated tokens (4 characters each), as the service counts them.
-    assert first["held"] >= first["sent"] + OUTPUT_CAP
     assert second["sent"] > first["sent"]  # now with the tool call and its result
-    assert second["held"] >= first["used"] + second["sent"] + OUTPUT_CAP
+    if ample:
+        # Only the admission (the 2-character request and the output cap) was written.
+        assert first["held"] == second["held"] < OUTPUT_CAP + 100
+    else:
+        # Each step is held before it is sent: the first after the history and memories were read, the
+        # second on top of what the first used; every figure in estimated tokens (4 characters each),
+        # as the service counts them.
+        assert first["held"] >= first["sent"] + OUTPUT_CAP
+        assert second["held"] >= first["used"] + second["sent"] + OUTPUT_CAP
     # Afterwards the turn is charged what both steps reported, not what was held.
     assert model.held() == first["used"] + second["used"]

@@ -13,7 +13,8 @@ exist yet: one update expression serves every state of the item, so there is no 
 to guess, even on a cold instance that has never seen the user. Past windows' counters are
 `REMOVE`d by the settlement of the next turn that sees them (the admission returns the whole item).
 
-A turn costs two conditional `UpdateItem`s:
+A turn costs two conditional `UpdateItem`s (a third, reserve, only when the turn needs more than the
+admission saw room for; see below):
 
 - admit: `SET l_<id> = :expiry ADD n :1, mr<w> :1, mt<w> :t, dt<d> :t` if every counter stays within
   its limit (`attribute_not_exists(x) OR x <= :limit - charge`, and `n < :streams`). A refusal changes
@@ -21,6 +22,8 @@ A turn costs two conditional `UpdateItem`s:
   refused and when it resets. If only expired leases stand in the way, the next attempt `REMOVE`s
   exactly those, on the condition that each still has the expiry that was seen (and
   `n < :streams + removed`), so any concurrent change makes it fail and retry from fresh data.
+- reserve (only when `LimitAdmission` cannot leave a top-up unwritten, limiter.py): `ADD mt<w> :t,
+  dt<d> :t` if both stay within their limits; a window that rolled over and was removed is skipped.
 - settle: `REMOVE l_<id>, <past windows> ADD n :-1, mt<w> :delta, dt<d> :delta` on the condition that
   the lease and the reserved windows still exist. A window that rolled over and was removed is dropped
   from a second attempt; a lease that is gone means the settlement already happened (or the lease was
@@ -57,13 +60,14 @@ Item = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """A granted admission: the lease and windows it holds, the minute's counts after it."""
+    """A granted admission: the lease and windows it holds, the minute's counts and the day's tokens after it."""
 
     lease_id: str
     minute: int
     day: int
     requests: int
     tokens: int
+    day_tokens: int
     reset_s: float  # seconds until the minute window ends
     past: tuple[str, ...]  # counters of past windows seen in the item, for the settlement to remove
 
@@ -147,7 +151,7 @@ class LimitLedger:
             return Refused("concurrent_streams", 1.0, _number(old, f"mr{minute}"), _number(old, f"mt{minute}"),
                            reset_s)
         return Admitted(lease_id, minute, day, _number(item, f"mr{minute}"), _number(item, f"mt{minute}"),
-                        reset_s, _past_windows(item, minute, day))
+                        _number(item, f"dt{day}"), reset_s, _past_windows(item, minute, day))
 
     def _admit_once(self, user_id: str, now: float, lease_id: str, minute: int, day: int, tokens: int,
                     limits: TierLimits, reclaim: dict[str, Any]) -> Item:
@@ -182,17 +186,17 @@ class LimitLedger:
         return response.get("Attributes") or {}  # type: ignore[no-any-return]
 
     def reserve(self, user_id: str, now: float, admitted: Admitted, tokens: int,
-                limits: TierLimits) -> int | Refused:
+                limits: TierLimits) -> tuple[int, int] | Refused:
         """Reserve `tokens` more in the admission's windows, if both stay within their limits.
 
-        Returns the minute's tokens after the charge (0 if the minute has rolled over). A window that
-        rolled over and was removed is skipped: its budget limits nothing any more.
+        Returns the minute's and the day's tokens after the charge (0 for a window that has rolled
+        over). A window that rolled over and was removed is skipped: its budget limits nothing any more.
         """
         parts = {"minute": (f"mt{admitted.minute}", limits.tokens_per_minute),
                  "day": (f"dt{admitted.day}", limits.tokens_per_day)}
         for _ in range(MAX_ATTEMPTS):
             if not parts:
-                return 0
+                return 0, 0
             names, values = {}, {":t": {"N": str(tokens)}}
             adds, conditions = [], []
             for label, (name, limit) in parts.items():
@@ -221,7 +225,9 @@ class LimitLedger:
                     return Refused(f"tokens_per_{label}", max(reset[label] - now, 1.0), admitted.requests, mt,
                                    admitted.reset_s)
                 continue
-            return _number(response.get("Attributes"), parts["minute"][0]) if "minute" in parts else 0
+            after = response.get("Attributes")
+            return (_number(after, parts["minute"][0]) if "minute" in parts else 0,
+                    _number(after, parts["day"][0]) if "day" in parts else 0)
         return Refused("tokens_per_minute", 1.0, admitted.requests, 0, admitted.reset_s)
 
     def settle(self, user_id: str, admitted: Admitted, delta: int) -> None:

@@ -2,8 +2,22 @@
 
 All of a user's limits live in one item (`limits/ledger.py`), so `admit` is one conditional
 `UpdateItem` (the caller overlaps it with the history read) and `settle` one more: it reconciles the
-reserved tokens with the usage the provider reported and frees the lease, in every outcome. A
-refused request has written nothing, so it holds nothing and needs no undo.
+tokens the item holds for the request with the usage the provider reported and frees the lease, in
+every outcome. A refused request has written nothing, so it holds nothing and needs no undo.
+
+Reserving more (the stored history is longer than the request showed, or a later tool step) writes
+nothing when the request saw ample headroom: if every stream the user may have open at once could
+take ten times this request's unwritten top-ups, and both budgets as the request last saw them (at
+its admission, or its last written top-up) would still hold:
+`(unwritten + tokens) * concurrent_streams * UNWRITTEN_SHARE <= min(minute headroom, day headroom)`
+with `UNWRITTEN_SHARE = 10`. The settlement
+charges the real usage anyway (`used - held`), so the common turn costs two writes and no round trip
+before the first token. Otherwise the top-up is written (or refused, 429) as a conditional
+`UpdateItem`. An unwritten top-up is invisible to the user's other requests until it is settled: a
+request admitted (or a top-up written) after it is checked against the counters without it, so a
+window can end above its limit by the unwritten top-ups of the user's streams open at the time:
+each under 1/(10 x `concurrent_streams`) of the headroom it saw, so together under a tenth of the
+limit. Near a limit every top-up is written, and checked, exactly as before.
 
 DynamoDB unavailable or throttled: the one write checks all three limits (`minute`, `day`,
 `streams`), so they fail together. The request goes through unchecked only if all three are listed
@@ -53,10 +67,16 @@ def reset_header(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
+UNWRITTEN_SHARE = 10  # unwritten top-ups stay under 1/10 of what every open stream saw left
+
+
 class LimitAdmission:
     """One admitted request: what it reserved, and how to settle and release it (idempotently).
 
     `admitted` is None when the limits failed open (nothing was reserved, nothing to give back).
+    `_reserved` is the request's whole reservation (the per-request bound and its message use it);
+    `_held` is the part written to the limits item (the admission and written top-ups), which the
+    settlement corrects to the usage.
     """
 
     def __init__(self, limiter: DynamoDBLimiter, user_id: str, reserved: int, admitted: Admitted | None,
@@ -65,6 +85,9 @@ class LimitAdmission:
         self._limiter = limiter
         self._user_id = user_id
         self._reserved = reserved
+        self._held = reserved  # the admission wrote its estimate; unwritten top-ups add to _reserved only
+        # The windows' tokens as this request last wrote them (the admission, then each written top-up).
+        self._seen = (admitted.tokens, admitted.day_tokens) if admitted else (0, 0)
         self._limits = limits
         self._input_estimate = max(reserved - output_cap, 0)  # what the prompt is estimated to cost
         self._admitted = admitted
@@ -114,7 +137,8 @@ class LimitAdmission:
         prompt when the provider reports no usage (`_used`). It counts even when nothing more needs
         reserving (the turn's earlier steps left enough unused).
 
-        One conditional `UpdateItem` on the user's limits item, charging both windows or neither.
+        Nothing is written when the request saw ample headroom (module docstring); otherwise one
+        conditional `UpdateItem` on the user's limits item, charging both windows or neither.
         """
         prompt = tokens if prompt_tokens is None else prompt_tokens
         if tokens > 0:
@@ -128,11 +152,14 @@ class LimitAdmission:
             raise errors.RequestError(
                 f"This conversation may use up to {self._reserved + tokens} tokens, more than your plan allows at "
                 f"once ({cap}). Start a new conversation or lower maxOutputTokens.")
-        if self._admitted is not None:
+        admitted = self._admitted
+        # With ample headroom (every stream the user can have open could take as much and both budgets,
+        # as this request last saw them, would hold) the top-up stays unwritten: the settlement charges it.
+        if admitted is not None and not self._ample(tokens):
             limiter = self._limiter
             try:
                 outcome = await asyncio.to_thread(limiter.ledger.reserve, self._user_id, limiter.clock(),
-                                                  self._admitted, tokens, limits)
+                                                  admitted, tokens, limits)
             except Exception as exc:  # botocore: throttled, unavailable, timed out
                 _log_warning("limit check unavailable", limit="reserve", error=type(exc).__name__,
                              code=_error_code(exc))
@@ -145,22 +172,43 @@ class LimitAdmission:
                     "Token budget reached: this conversation's history is longer than what is left of your budget.",
                     retry_after=outcome.retry_after_s, headers={"retry-after": reset_header(outcome.retry_after_s)},
                     limit=outcome.limit)
-            if isinstance(outcome, int) and "x-ratelimit-remaining-tokens" in self.headers:
-                self.headers["x-ratelimit-remaining-tokens"] = str(max(limits.tokens_per_minute - outcome, 0))
+            if isinstance(outcome, tuple):
+                self._held += tokens
+                self._seen = outcome
         self._reserved += tokens
+        self._remaining_tokens()
+
+    def _ample(self, tokens: int) -> bool:
+        """Whether `tokens` more can stay unwritten: the headroom this request last saw (at its admission
+        or its last written top-up) fits its unwritten top-ups, these included, `UNWRITTEN_SHARE` times
+        for every stream the user may have open at once (so all of them together stay under a tenth
+        of the limit)."""
+        limits = self._limits
+        minute, day = self._seen
+        headroom = min(limits.tokens_per_minute - minute, limits.tokens_per_day - day)
+        unwritten = self._reserved - self._held + tokens
+        return unwritten * limits.concurrent_streams * UNWRITTEN_SHARE <= headroom
+
+    def _remaining_tokens(self) -> None:
+        """`x-ratelimit-remaining-tokens`: the minute's budget less its tokens as last written and this
+        request's unwritten top-ups."""
+        if "x-ratelimit-remaining-tokens" in self.headers:
+            taken = self._seen[0] + self._reserved - self._held
+            self.headers["x-ratelimit-remaining-tokens"] = str(max(self._limits.tokens_per_minute - taken, 0))
 
     async def release(self) -> None:
         """The request failed before streaming: give back all reserved tokens and the lease."""
         await background.finish(self._settle(0))
 
     async def _settle(self, used: int | None) -> None:
-        """Charge `used - reserved` tokens (none if `used` is unknown) and free the lease: one write."""
+        """Charge `used - held` tokens (the whole reservation if `used` is unknown) and free the lease:
+        one write. `held` is what the item holds for this request: unwritten top-ups are charged here."""
         if self._done:
             return
         self._done = True
         if self._admitted is None:
             return
-        delta = 0 if used is None else used - self._reserved  # unknown usage: keep the reservation
+        delta = (self._reserved if used is None else used) - self._held  # unknown usage: keep the reservation
         try:
             await asyncio.to_thread(self._limiter.ledger.settle, self._user_id, self._admitted, delta)
         except Exception as exc:
