@@ -330,3 +330,30 @@ def test_the_local_embedder_is_stable_across_processes() -> None:
 def _drain() -> Any:
     yield
     asyncio.run(background.drain(5))
+
+
+def test_the_chat_turns_digest_is_eventually_consistent_and_the_extractions_is_not(
+        ltm: LongTermMemory, new_user: Callable[[], str]) -> None:
+    """The chat path's digest costs half a read: memories change after turns, off the chat path. The
+    extraction reads consistently, since it decides what to add next to what is there."""
+    from chatcore.auth import Principal
+    from chatcore.messages import ChatMessage, ChatRequest
+
+    user = new_user()
+    seen: list[bool] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        seen.append(bool(params.get("ConsistentRead")))
+
+    clients = {id(c): c for c in (ltm.store.client, ltm.store.critical_client)}.values()
+    for client in clients:
+        client.meta.events.register("provide-client-params.dynamodb.Query", record, unique_id="consistency")
+    try:
+        request = ChatRequest(messages=(ChatMessage(role="user", text="hello"),))
+        asyncio.run(ltm.recall.recall(Principal(user_id=user, method="test"), request))
+        assert seen == [False]
+        asyncio.run(ltm.extractor.extract(user, "c1", "turn-1", ["What time is it?"]))
+        assert seen == [False, True]
+    finally:
+        for client in clients:
+            client.meta.events.unregister("provide-client-params.dynamodb.Query", unique_id="consistency")

@@ -16,6 +16,17 @@ class Admission(Protocol):
 
     headers: dict[str, str]
 
+    @property
+    def list_top(self) -> str | None:
+        """The conversation list order key the user's latest turn moved a conversation to, as the
+        limits item records it (None: unknown), so a turn whose conversation is first in the list
+        already can leave its key alone."""
+        ...
+
+    def record_list_top(self, order_key: str) -> None:
+        """This turn moved its conversation to `order_key`; recorded by the settlement."""
+        ...
+
     def settle(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]: ...
 
     async def release(self) -> None:
@@ -38,6 +49,10 @@ class Limiter(Protocol):
 @dataclass
 class UnlimitedAdmission:
     headers: dict[str, str] = field(default_factory=dict)
+    list_top: str | None = None  # nothing records it without limits: every turn moves its conversation
+
+    def record_list_top(self, order_key: str) -> None:
+        return None
 
     def settle(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         return events

@@ -7,6 +7,10 @@ Item `pk = USER#<user>#LIMITS`, `sk = LIMITS`:
 - `n` and `l_<lease id> = <expiry, epoch seconds>`: the stream leases and their count (every write
   keeps `n` equal to the number of `l_` attributes);
 - `expires_at`: the end of the day window plus a day (TTL), so an idle user's item disappears.
+- `top`: the conversation list order key (`gsi1sk`, time then conversation id) the user's latest
+  turn moved a conversation to, written by the settlement (no extra write) only if it is later than
+  the one there. The admission returns it, so a turn in the conversation that is first in the
+  user's list already leaves its key alone (`conversations.memory`: one index write fewer).
 
 Naming each counter after its window makes a rollover a plain `ADD` into attributes that do not
 exist yet: one update expression serves every state of the item, so there is no read and no variant
@@ -70,6 +74,7 @@ class Admitted:
     day_tokens: int
     reset_s: float  # seconds until the minute window ends
     past: tuple[str, ...]  # counters of past windows seen in the item, for the settlement to remove
+    top: str | None = None  # the list order key the user's latest turn moved a conversation to (`top`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +156,8 @@ class LimitLedger:
             return Refused("concurrent_streams", 1.0, _number(old, f"mr{minute}"), _number(old, f"mt{minute}"),
                            reset_s)
         return Admitted(lease_id, minute, day, _number(item, f"mr{minute}"), _number(item, f"mt{minute}"),
-                        _number(item, f"dt{day}"), reset_s, _past_windows(item, minute, day))
+                        _number(item, f"dt{day}"), reset_s, _past_windows(item, minute, day),
+                        item.get("top", {}).get("S"))
 
     def _admit_once(self, user_id: str, now: float, lease_id: str, minute: int, day: int, tokens: int,
                     limits: TierLimits, reclaim: dict[str, Any]) -> Item:
@@ -230,9 +236,12 @@ class LimitLedger:
                     _number(after, parts["day"][0]) if "day" in parts else 0)
         return Refused("tokens_per_minute", 1.0, admitted.requests, 0, admitted.reset_s)
 
-    def settle(self, user_id: str, admitted: Admitted, delta: int) -> None:
+    def settle(self, user_id: str, admitted: Admitted, delta: int, top: str | None = None) -> None:
         """Add `delta` tokens to the admission's windows (negative gives back), free its lease and remove
-        past windows' counters. Whatever no longer exists is dropped; settling twice frees nothing more."""
+        past windows' counters. Whatever no longer exists is dropped; settling twice frees nothing more.
+
+        `top`: the list order key the turn moved its conversation to, recorded if it is later than the
+        one recorded (a concurrent turn of the same user may have moved another one further)."""
         lease = LEASE_PREFIX + admitted.lease_id
         windows = [f"mt{admitted.minute}", f"dt{admitted.day}"] if delta else []
         for _ in range(MAX_ATTEMPTS):
@@ -240,6 +249,12 @@ class LimitLedger:
             values: dict[str, Any] = {":minus": {"N": "-1"}}
             removes, adds = ["#l"], ["#n :minus"]
             conditions = ["attribute_exists(#l)"]  # a released or reclaimed lease frees nothing
+            sets = ""
+            if top is not None:
+                names["#top"] = "top"
+                values[":top"] = {"S": top}
+                sets = " SET #top = :top"
+                conditions.append("(attribute_not_exists(#top) OR #top < :top)")
             for index, name in enumerate(windows):
                 names[f"#w{index}"] = name
                 values[":d"] = {"N": str(delta)}
@@ -251,7 +266,7 @@ class LimitLedger:
             try:
                 self._client().update_item(
                     TableName=self.table_name, Key=self.key(user_id),
-                    UpdateExpression=f"REMOVE {', '.join(removes)} ADD {', '.join(adds)}",
+                    UpdateExpression=f"REMOVE {', '.join(removes)} ADD {', '.join(adds)}{sets}",
                     ConditionExpression=" AND ".join(conditions), ExpressionAttributeNames=names,
                     ExpressionAttributeValues=values, ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
@@ -264,6 +279,8 @@ class LimitLedger:
                     # LEASE_TTL_S: the lease is what makes a settlement count once, so nothing is left.
                     return
                 windows = [name for name in windows if name in old]
+                if top is not None and old.get("top", {}).get("S", "") >= top:
+                    top = None  # a later move is recorded already
                 continue
             return
 

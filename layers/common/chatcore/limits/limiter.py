@@ -92,6 +92,7 @@ class LimitAdmission:
         self._input_estimate = max(reserved - output_cap, 0)  # what the prompt is estimated to cost
         self._admitted = admitted
         self._done = False
+        self._list_top: str | None = None
 
     async def settle(self, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         """Pass events through; afterwards reconcile tokens and free the lease, whatever happened.
@@ -200,6 +201,15 @@ class LimitAdmission:
         """The request failed before streaming: give back all reserved tokens and the lease."""
         await background.finish(self._settle(0))
 
+    @property
+    def list_top(self) -> str | None:
+        """The list order key the user's latest turn moved a conversation to (None: unknown)."""
+        return self._admitted.top if self._admitted is not None else None
+
+    def record_list_top(self, order_key: str) -> None:
+        """This turn moved its conversation to `order_key`: the settlement records it (no extra write)."""
+        self._list_top = max(order_key, self._list_top or "")
+
     async def _settle(self, used: int | None) -> None:
         """Charge `used - held` tokens (the whole reservation if `used` is unknown) and free the lease:
         one write. `held` is what the item holds for this request: unwritten top-ups are charged here."""
@@ -210,7 +220,8 @@ class LimitAdmission:
             return
         delta = (self._reserved if used is None else used) - self._held  # unknown usage: keep the reservation
         try:
-            await asyncio.to_thread(self._limiter.ledger.settle, self._user_id, self._admitted, delta)
+            await asyncio.to_thread(self._limiter.ledger.settle, self._user_id, self._admitted, delta,
+                                    self._list_top)
         except Exception as exc:
             # A lost give-back only over-counts (the window ends it; the lease expires after LEASE_TTL_S).
             _log_warning("limit settlement failed", error=type(exc).__name__, code=_error_code(exc))

@@ -64,7 +64,9 @@ class Recall:
             return None
 
     async def _recall(self, user_id: str, request: ChatRequest) -> str | None:
-        digest = await asyncio.to_thread(self.store.digest, user_id, self.settings.memory_digest_size)
+        # Eventually consistent: half the read units; memories change after turns, not within them.
+        digest = await asyncio.to_thread(self.store.digest, user_id, self.settings.memory_digest_size,
+                                         consistent=False)
         if not digest.enabled or not digest.memories:
             return None
         chosen: list[MemoryItem] = []

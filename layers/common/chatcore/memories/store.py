@@ -182,8 +182,11 @@ class MemoryStore:
 
     # --- the chat turn's read ----------------------------------------------------------------
 
-    def digest(self, user_id: str, size: int) -> Digest:
+    def digest(self, user_id: str, size: int, *, consistent: bool = True) -> Digest:
         """The setting, the turn log and the `size` newest memories, in one descending Query (no embeddings).
+
+        `consistent=False` (the chat turn's read) costs half: memories are written after a turn, off
+        its path, and an eventually consistent read is usually behind by well under a second.
 
         Descending, `SETTINGS` and `MEMTURNS` are the range's first keys, so they are always in the
         one page read, whatever `Limit` stops at: the digest's `enabled` and `turn_log` are exact
@@ -193,7 +196,7 @@ class MemoryStore:
             ExpressionAttributeValues={":pk": _s(memory_pk(user_id)), ":lo": _s(MEMORY_PREFIX),
                                        ":hi": _s(SETTINGS_SK)},
             ExpressionAttributeNames={"#text": "text"}, ProjectionExpression=self.DIGEST_PROJECTION,
-            ScanIndexForward=False, ConsistentRead=True, Limit=size + 3)
+            ScanIndexForward=False, ConsistentRead=consistent, Limit=size + 3)
         enabled = True
         turn_log = TurnLog()
         memories: list[MemoryItem] = []

@@ -156,6 +156,8 @@ class ChatService:
                 await admitted.release()
             raise admitted if isinstance(admitted, BaseException) else loaded  # type: ignore[misc]
         memories = recalled if isinstance(recalled, str) else None
+        # The limits item knows which conversation is first in the user's list: its turn leaves the order key.
+        loaded.use_list_order(admitted.list_top, admitted.record_list_top)
         turn = ChatTurn(
             model=request.model, complexity=request.complexity, provider=request.provider,
             messages=loaded.messages, system=system, summary=loaded.summary,
