@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from chatcore import errors
 from chatcore.conversations.store import (
+    FIRST_POSITION,
     ConversationStore,
     RecentHistory,
     StoredMessage,
@@ -264,5 +265,29 @@ def test_an_answer_to_a_deleted_conversation_leaves_nothing(store: ConversationS
     assert list(store.iter_messages(user, "c")) == [] and store.get_meta(user, "c") is None
 
 
-def test_a_new_conversation_has_no_derived_position() -> None:
-    assert next_question_position(RecentHistory(meta=None)) is None
+def test_a_new_conversation_starts_at_the_first_position_and_a_headless_one_has_none() -> None:
+    """Two first messages of one new conversation derive the same position too; messages without
+    metadata (a delete interrupted half way) are left to the transaction."""
+    assert next_question_position(RecentHistory(meta=None)) == FIRST_POSITION
+    orphan = StoredMessage(id="x", role="user", text="x", position=FIRST_POSITION)
+    assert next_question_position(RecentHistory(meta=None, messages=[orphan])) is None
+
+
+def test_a_first_turn_is_five_single_item_writes(store: ConversationStore, user: str) -> None:
+    """The metadata (title, list order key, no count yet), the question at the first position, the
+    answer in its slot and the metadata's update: the count includes both messages at the end."""
+    calls: list[str] = []
+    store.client.meta.events.register("before-call.dynamodb.*",
+                                      lambda model, **_: calls.append(model.name), unique_id="count-first")
+    try:
+        store.create_conversation(user, "new", "Hello there")
+        assert store.put_question(user, "new", StoredMessage(id="q", role="user", text="Hello there",
+                                                             position=FIRST_POSITION)) == "stored"
+        answer = StoredMessage(id="a", role="assistant", text="hi", position=answer_position(FIRST_POSITION))
+        assert store.put_answer(user, "new", answer, counted=2, move_order=False).stored
+    finally:
+        store.client.meta.events.unregister("before-call.dynamodb.*", unique_id="count-first")
+    assert calls == ["UpdateItem", "PutItem", "PutItem", "UpdateItem"]
+    meta = store.get_meta(user, "new")
+    assert meta is not None and (meta.title, meta.message_count) == ("Hello there", 2)
+    assert [c.conversation_id for c in store.list_conversations(user)[0]] == ["new"]

@@ -110,7 +110,7 @@ def test_chat_function_streams_through_the_web_adapter(template: dict[str, Any])
     assert chat["Handler"] == "run.sh"
     assert chat["Timeout"] == tag("Ref", "ChatTimeoutSeconds")
     assert chat["MemorySize"] == tag("Ref", "ChatMemorySize")
-    assert template["Parameters"]["ChatMemorySize"]["Default"] == 1024
+    assert template["Parameters"]["ChatMemorySize"]["Default"] == 256
     variables = chat["Environment"]["Variables"]
     assert variables["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
     assert variables["AWS_LWA_INVOKE_MODE"] == "response_stream"

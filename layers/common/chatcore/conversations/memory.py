@@ -126,6 +126,7 @@ class StoredTurn:
     keep_order: bool = False  # the list order key stays: first in the list already, or moved by the question
     order_moved: Callable[[str], None] | None = None
     question: tuple[str, ...] = ()  # the texts of the user messages this turn answers, oldest first
+    new_conversation: bool = False  # no metadata when the turn read the history
     replaces: tuple[StoredMessage, ...] = ()
     prompt_chars: int = 0
     unsummarized_chars: int = 0
@@ -186,6 +187,9 @@ class StoredTurn:
         store = self.memory.store
         try:
             if self.fast_question:
+                if self.new_conversation:  # its metadata first: a delete meanwhile leaves no listed remains
+                    self._moved(await asyncio.to_thread(store.create_conversation, self.user_id, self.conversation_id,
+                                                        title_from(self.new_user.text)))
                 outcome = await asyncio.to_thread(store.put_question, self.user_id, self.conversation_id,
                                                   replace(self.new_user, position=self.question_position or ""))
                 if outcome == "stored":
@@ -407,7 +411,8 @@ class DynamoMemory:
             fast_question=new_user is not None and question_position is not None,
             question=tuple(m.text for m in asked[since_answer + 1:]),
             prompt_chars=text_chars + len(system or "") + len(summary or ""), unsummarized_chars=text_chars,
-            temporary=request.temporary, continues=continues, order_key=meta.order_key if meta else "")
+            temporary=request.temporary, continues=continues, order_key=meta.order_key if meta else "",
+            new_conversation=meta is None)
         if continues is not None:  # one assistant message per turn: it keeps its id
             turn.message_id = continues.id
         return turn
@@ -454,6 +459,9 @@ class DynamoMemory:
             if outcome == "conversation_gone":
                 get_logger().info("answer not stored: the conversation was deleted",
                                   extra={"conversation_id": conversation_id})
+                if turn.counted == 2 and turn.question_position:  # its question, stored after the delete read
+                    await asyncio.to_thread(self.store.delete_message, turn.user_id, conversation_id,
+                                            turn.question_position)
                 return
             if outcome != "stored":
                 raise RuntimeError(f"the answer was not stored ({outcome})")

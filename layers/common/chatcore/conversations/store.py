@@ -106,14 +106,18 @@ def answer_position(question: str) -> str:
     return position_after(question, 1)
 
 
-def next_question_position(history: RecentHistory) -> str | None:
-    """Where a new question goes, derived from the history read (None: a new conversation).
+FIRST_POSITION = f"{MESSAGE_PREFIX}{1:016d}"  # a new conversation's first question
 
-    After an answer, the next position; after a question (its answer not stored yet, or never),
-    the one after its answer's slot. Two writers that read the same history derive the same
-    position, so a conditional put detects both a retried request and a concurrent message."""
+
+def next_question_position(history: RecentHistory) -> str | None:
+    """Where a new question goes, derived from the history read (None: leave it to the transaction).
+
+    In a new conversation, `FIRST_POSITION`; after an answer, the next position; after a question
+    (its answer not stored yet, or never), the one after its answer's slot. Two writers that read
+    the same history derive the same position, so a conditional put detects both a retried request
+    and a concurrent message."""
     if history.meta is None:
-        return None
+        return None if history.messages else FIRST_POSITION
     if history.messages:
         last = history.messages[-1]
         return position_after(last.position, 2 if last.role == "user" else 1)
@@ -414,6 +418,27 @@ class ConversationStore:
 
     # --- writes ----------------------------------------------------------------------------
 
+    def create_conversation(self, user_id: str, conversation_id: str, title: str) -> str:
+        """The metadata of a new conversation (title, times, list order key; no count yet: its first
+        question is counted with its answer), before `put_question` stores that question. Returns
+        the list order key. A concurrent creation of the same conversation is harmless: every field
+        is set only if absent or to the same kind of value."""
+        now = now_iso()
+        values: dict[str, Any] = {":meta": "conversation", ":cid": conversation_id, ":uid": user_id, ":now": now,
+                                  ":g": user_index_pk(user_id), ":gs": _order_key(now, conversation_id),
+                                  ":title": title, ":one": 1}
+        sets = ["#type = :meta", "conversation_id = :cid", "user_id = :uid", "created_at = if_not_exists(created_at, :now)",
+                "updated_at = :now", "gsi1pk = :g", "gsi1sk = :gs", "title = if_not_exists(title, :title)"]
+        expires_at = self._expires_at()
+        if expires_at is not None:
+            sets.append("expires_at = :exp")
+            values[":exp"] = expires_at
+        self.client.update_item(TableName=self.table,
+                                Key=_serialize({"pk": conversation_pk(user_id, conversation_id), "sk": META_SK}),
+                                UpdateExpression="SET " + ", ".join(sets) + " ADD version :one",
+                                ExpressionAttributeNames={"#type": "type"}, ExpressionAttributeValues=_serialize(values))
+        return str(values[":gs"])
+
     def put_question(self, user_id: str, conversation_id: str, message: StoredMessage) -> AppendOutcome | Literal["taken"]:
         """Store a new user message at its derived position (`next_question_position`) with one
         conditional `PutItem`: no transaction, no id marker, the metadata left for the answer.
@@ -629,6 +654,11 @@ class ConversationStore:
                                          "Key": _serialize({"pk": pk, "sk": ID_PREFIX + old.id})}})
                 roles.append("other")
         return items, roles
+
+    def delete_message(self, user_id: str, conversation_id: str, position: str) -> None:
+        """Delete one message item (a question left behind when its conversation was deleted meanwhile)."""
+        self.client.delete_item(TableName=self.table,
+                                Key=_serialize({"pk": conversation_pk(user_id, conversation_id), "sk": position}))
 
     def import_messages(self, user_id: str, conversation_id: str, messages: Sequence[StoredMessage],
                         title: str = "") -> list[StoredMessage]:
