@@ -119,8 +119,8 @@ def test_an_answer_that_cannot_be_stored_ends_with_an_in_stream_error(
     def script(operation: str, n: int) -> tuple[int, dict[str, Any]]:
         if operation == "Query":
             return 200, {"Items": [], "Count": 0}
-        if operation == "TransactWriteItems" and n == 1:
-            return 200, {}  # the user message is stored; the answer's write fails
+        if operation in ("UpdateItem", "PutItem") and n == 1:
+            return 200, {}  # the new conversation and its user message are stored; the answer's write fails
         return error("InternalServerError", 500)
 
     url = chat_server(**stored(faulty(script).url))
