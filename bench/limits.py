@@ -229,7 +229,7 @@ def run() -> str:
         "is one failed conditional update: its 429 (which limit, when it resets) is decided from the item as "
         "it was (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), with nothing to undo. `reserve more` writes "
         "only when the stored history makes the turn larger than the request showed and the admission did "
-        "not see room for every stream the user may open to take as much (otherwise the settlement charges "
+        "not see room for every stream the user may open to take ten times as much (otherwise the settlement charges "
         "it and a turn stays at 2 writes; the table's `reserve more` row measures a written top-up). Settlement (give back "
         "unused tokens, free the lease) runs after the last token and before the final event, so it delays "
         "only the end marker, never the first token.",

@@ -75,7 +75,11 @@ async def _measure(memory: Any, counter: RoundTripCounter, user: str, conversati
             yield Finish(reason="stop", usage=usage)
 
         last_token_at = 0.0
+        first = True
         async for event in turn.record(answer(turn.message_id, usage)):
+            if first:  # the question's write ran with the model call; the first event waited for it
+                before_calls[-1] += counter.take()
+                first = False
             if isinstance(event, TextDelta):
                 last_token_at = time.perf_counter()
             if isinstance(event, Finish):
@@ -127,8 +131,8 @@ def run() -> str:
         "Round trips are counted with a botocore `before-send`/`after-call` hook on the client; "
         "\"sum of calls\" adds each call's own duration, so when it exceeds the wall time the calls overlapped.",
         "",
-        "| stored messages | before first token: round trips | operations | wall ms | sum of calls ms "
-        "| after last token: round trips | wall ms |",
+        "| stored messages | before first token: requests | operations | history read ms | sum of calls ms "
+        "| after last token: requests | wall ms |",
         "|---:|---:|---|---:|---:|---:|---:|",
     ]
     for size, result, before_ops in rows:
@@ -139,11 +143,12 @@ def run() -> str:
                      f"| {before_sum:.1f} | {after_trips:.0f} | {_median(result['after_ms']):.1f} |")
     lines += [
         "",
-        "Before the first token the turn makes one Query (metadata and newest messages in one descending read) "
-        "and one TransactWriteItems (user message, its id marker, metadata), started together with "
-        "`asyncio.gather`, so the latency is that of the slower of the two. After the last token, the assistant "
-        "message is one TransactWriteItems, written before the `finish` chunk is sent (so a Lambda freeze after "
-        "the response cannot lose it). A conversation whose unsummarized history exceeds one Query page "
+        "Before the first token the turn makes one Query (metadata and newest messages in one descending read); "
+        "then the user message's conditional PutItem, at the position that read derives, runs with the model "
+        "call, and the first event waits for it (a duplicate is a 409, never streamed). After the last token, "
+        "the answer's conditional PutItem in its question's slot and the metadata's UpdateItem, written before "
+        "the `finish` chunk is sent (so a Lambda freeze after the response cannot lose it); no transaction on "
+        "this path (docs/data-model.md, \"Positions\"). A conversation whose unsummarized history exceeds one Query page "
         "(100 items, or 1 MB) needs more reads: the summary keeps that rare. The emulator evaluates one "
         "request at a time and spends a few ms of Python per request, so its times overstate DynamoDB's.",
     ]
