@@ -289,3 +289,54 @@ def test_patched_update_expression_parser_reuses_the_parse_and_never_alters_it(p
                              ExpressionAttributeNames={"#c": "count"},
                              ExpressionAttributeValues={":zero": {"N": "0"}, ":one": {"N": "1"}})
     assert _tree(UpdateExpressionParser.make(expression)) == fresh
+
+
+_PROJECTED_ITEM: dict[str, Any] = {
+    **_key("C#9", "MEM#1"), "text": {"S": "likes tea"}, "kind": {"S": "preference"},
+    "embedding": {"L": [{"N": str(n / 7)} for n in range(300)]},
+    "nested": {"M": {"a": {"M": {"b": {"S": "deep"}, "c": {"N": "3"}}}, "list": {"L": [{"S": "x"}, {"S": "y"}]}}},
+    "items": {"L": [{"M": {"v": {"N": "1"}}}, {"M": {"v": {"N": "2"}}}]},
+}
+
+
+@pytest.mark.parametrize("projection", [
+    "pk, sk, #text, kind", "nested.a.b, items[1].v", "nested.list[0], absent_attr, #text", "embedding[2]",
+    "nested", "pk, sk, #text, kind, embedding",
+])
+def test_patched_projection_answers_as_moto_does(patched_moto: Any, projection: str) -> None:
+    patched_moto.put_item(TableName="big", Item=_PROJECTED_ITEM)
+
+    def read() -> tuple[Any, Any]:
+        names = {"#text": "text"} if "#text" in projection else {}
+        got = patched_moto.get_item(TableName="big", Key=_key("C#9", "MEM#1"), ProjectionExpression=projection,
+                                    **({"ExpressionAttributeNames": names} if names else {}))["Item"]
+        queried = patched_moto.query(TableName="big", KeyConditionExpression="pk = :pk",
+                                     ExpressionAttributeValues={":pk": {"S": "C#9"}},
+                                     ProjectionExpression=projection,
+                                     **({"ExpressionAttributeNames": names} if names else {}))["Items"]
+        return got, queried
+
+    moto_patches.revert()
+    expected = read()
+    moto_patches.apply()
+    assert read() == expected
+
+
+def test_patched_projection_never_converts_an_attribute_it_leaves_out(patched_moto: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedding a memory digest leaves out is not converted at all (moto converted the whole item
+    once per path: nine times for the digest's projection)."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    patched_moto.put_item(TableName="big", Item=_PROJECTED_ITEM)
+    moto_patches.apply()
+    converted: list[int] = []
+    original = DynamoType.to_regular_json
+    monkeypatch.setattr(DynamoType, "to_regular_json",
+                        lambda self: converted.append(len(self.value) if self.type == "L" else 0) or original(self))
+    item = patched_moto.query(TableName="big", KeyConditionExpression="pk = :pk",
+                              ExpressionAttributeValues={":pk": {"S": "C#9"}},
+                              ProjectionExpression="pk, sk, #text, kind",
+                              ExpressionAttributeNames={"#text": "text"})["Items"][0]
+    assert set(item) == {"pk", "sk", "text", "kind"}
+    assert 300 not in converted  # the 300-number vector was never touched
