@@ -176,41 +176,15 @@ class StoredTurn:
         self.keep_order = bool(top) and top == self.order_key
         self.order_moved = moved
 
-    def _moved(self, order_key: str | None) -> None:
+    def _moved_to(self, order_key: str | None) -> None:
         if order_key is not None:
             self.keep_order = True  # once a turn
             if self.order_moved is not None:
                 self.order_moved(order_key)
 
     async def _save_user(self) -> None:
-        assert self.new_user is not None and self.conversation_id is not None
-        store = self.memory.store
         try:
-            if self.fast_question:
-                if self.new_conversation:  # its metadata first: a delete meanwhile leaves no listed remains
-                    self._moved(await asyncio.to_thread(store.create_conversation, self.user_id, self.conversation_id,
-                                                        title_from(self.new_user.text)))
-                outcome = await asyncio.to_thread(store.put_question, self.user_id, self.conversation_id,
-                                                  replace(self.new_user, position=self.question_position or ""))
-                if outcome == "stored":
-                    self.counted = 2
-                    return
-                if outcome == "taken" and not await asyncio.to_thread(self._stored_meanwhile):
-                    # Another message took the position (two tabs at once): stored after it instead.
-                    result = await asyncio.to_thread(store.append_message, self.user_id, self.conversation_id,
-                                                     self.new_user, move_order=not self.keep_order)
-                    outcome = result.outcome
-                    self.question_position = result.message.position
-                    self._moved(result.order_key)
-                if outcome == "stored":
-                    return
-            else:
-                result = await asyncio.to_thread(store.append_message, self.user_id, self.conversation_id,
-                                                 self.new_user, title=title_from(self.new_user.text),
-                                                 replaces=self.edits)
-                self.question_position = result.message.position
-                outcome = result.outcome
-                self._moved(result.order_key)
+            outcome = await (self._put_question() if self.fast_question else self._append_question())
         except Exception as exc:
             raise errors.StorageUnavailableError("The conversation could not be saved; try again shortly.",
                                                  retry_after=1) from exc
@@ -219,6 +193,32 @@ class StoredTurn:
             # still runs, or a concurrent edit): that one answers it; one message, one answer.
             raise errors.ConflictError("This message is already being answered; reload the conversation.",
                                        retry_after=1)
+
+    async def _put_question(self) -> str:
+        """The single-item path: the question at the position the history read derived (a new
+        conversation's metadata first: a delete meanwhile then leaves nothing listed)."""
+        assert self.new_user is not None and self.conversation_id is not None
+        store = self.memory.store
+        if self.new_conversation:
+            self._moved_to(await asyncio.to_thread(store.create_conversation, self.user_id, self.conversation_id,
+                                                   title_from(self.new_user.text)))
+        outcome: str = await asyncio.to_thread(store.put_question, self.user_id, self.conversation_id,
+                                               replace(self.new_user, position=self.question_position or ""))
+        if outcome == "stored":
+            self.counted = 2  # counted with its answer
+        elif outcome == "taken" and not await asyncio.to_thread(self._stored_meanwhile):
+            outcome = await self._append_question()  # another message took it (two tabs): stored after it
+        return outcome
+
+    async def _append_question(self) -> str:
+        """The transactional path (an edit, a lost position; the id marker catches a retry)."""
+        assert self.new_user is not None and self.conversation_id is not None
+        result = await asyncio.to_thread(self.memory.store.append_message, self.user_id, self.conversation_id,
+                                         self.new_user, title=title_from(self.new_user.text), replaces=self.edits,
+                                         move_order=not self.keep_order)
+        self.question_position = result.message.position
+        self._moved_to(result.order_key)
+        return result.outcome
 
     def _stored_meanwhile(self) -> bool:
         """Whether the new user message is in the conversation already (stored by a retry of this request)."""
@@ -465,7 +465,7 @@ class DynamoMemory:
                 return
             if outcome != "stored":
                 raise RuntimeError(f"the answer was not stored ({outcome})")
-            turn._moved(result.order_key)
+            turn._moved_to(result.order_key)
         threshold = self.settings.summary_trigger_tokens
         unsummarized = int((turn.unsummarized_chars + len(message.text)) / turn.chars_per_token)
         due = threshold > 0 and unsummarized >= threshold
