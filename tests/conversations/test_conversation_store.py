@@ -10,6 +10,7 @@ import pytest
 from chatcore import errors
 from chatcore.conversations.store import (
     FIRST_POSITION,
+    ConversationMeta,
     ConversationStore,
     RecentHistory,
     StoredMessage,
@@ -265,12 +266,14 @@ def test_an_answer_to_a_deleted_conversation_leaves_nothing(store: ConversationS
     assert list(store.iter_messages(user, "c")) == [] and store.get_meta(user, "c") is None
 
 
-def test_a_new_conversation_starts_at_the_first_position_and_a_headless_one_has_none() -> None:
-    """Two first messages of one new conversation derive the same position too; messages without
-    metadata (a delete interrupted half way) are left to the transaction."""
+def test_a_conversation_without_messages_starts_at_the_first_position() -> None:
+    """Two first messages of one conversation derive the same position too, whether the turn read
+    nothing yet or the metadata a concurrent first turn had just created."""
     assert next_question_position(RecentHistory(meta=None)) == FIRST_POSITION
+    assert next_question_position(RecentHistory(meta=ConversationMeta(conversation_id="c"))) == FIRST_POSITION
     orphan = StoredMessage(id="x", role="user", text="x", position=FIRST_POSITION)
-    assert next_question_position(RecentHistory(meta=None, messages=[orphan])) is None
+    assert next_question_position(RecentHistory(meta=None, messages=[orphan])) == answer_position(
+        answer_position(FIRST_POSITION))
 
 
 def test_a_first_turn_is_five_single_item_writes(store: ConversationStore, user: str) -> None:

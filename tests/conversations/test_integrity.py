@@ -240,3 +240,23 @@ def test_a_retry_that_finds_its_own_message_at_the_position_is_a_conflict(store:
     with pytest.raises(errors.ConflictError):
         _record(turn)
     assert [m.id for m in stored(store, user, "dup")] == ["u0", "same"]
+
+
+def test_a_retry_that_reads_the_metadata_its_first_attempt_just_created_is_a_conflict(
+        store: ConversationStore, user: str) -> None:
+    """A new conversation: the first attempt has created the metadata but not stored its question yet
+    when the retry reads. The retry derives the same first position, so it is refused, not stored twice."""
+    import pytest
+    from chatcore import errors
+    from chatcore.conversations.store import FIRST_POSITION
+
+    first = _memory_turn(store, user, "race", "same")
+    store.create_conversation(user, "race", "late")  # the first attempt, half way
+    retry = _memory_turn(store, user, "race", "same")
+    assert retry.fast_question and retry.question_position == FIRST_POSITION == first.question_position
+    _record(first)
+    with pytest.raises(errors.ConflictError):
+        _record(retry)
+    assert [m.id for m in stored(store, user, "race")] == ["same", first.message_id]
+    meta = store.get_meta(user, "race")
+    assert meta is not None and meta.message_count == 2

@@ -373,7 +373,7 @@ class DynamoMemory:
             index = next((i for i, m in enumerate(stored) if m.id == incoming.id), None)
             if index is None:
                 new_user = incoming
-                question_position = next_question_position(history)  # None: a new conversation
+                question_position = next_question_position(history)
                 stored = [*stored, incoming]
             elif stored[index].role == "user" and stored[index].text != incoming.text:
                 # An edit (useChat's `sendMessage({text, messageId})`): the same id with new text replaces

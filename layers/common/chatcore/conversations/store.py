@@ -109,21 +109,19 @@ def answer_position(question: str) -> str:
 FIRST_POSITION = f"{MESSAGE_PREFIX}{1:016d}"  # a new conversation's first question
 
 
-def next_question_position(history: RecentHistory) -> str | None:
-    """Where a new question goes, derived from the history read (None: leave it to the transaction).
+def next_question_position(history: RecentHistory) -> str:
+    """Where a new question goes, derived from the history read.
 
-    In a new conversation, `FIRST_POSITION`; after an answer, the next position; after a question
-    (its answer not stored yet, or never), the one after its answer's slot. Two writers that read
-    the same history derive the same position, so a conditional put detects both a retried request
-    and a concurrent message."""
-    if history.meta is None:
-        return None if history.messages else FIRST_POSITION
+    After an answer, the next position; after a question (its answer not stored yet, or never), the
+    one after its answer's slot; in a conversation with no message (new, or only just created by a
+    concurrent first turn), `FIRST_POSITION`. Two writers that read the same history derive the same
+    position, so a conditional put detects both a retried request and a concurrent message."""
     if history.messages:
         last = history.messages[-1]
         return position_after(last.position, 2 if last.role == "user" else 1)
-    if history.meta.summary_through:
+    if history.meta is not None and history.meta.summary_through:
         return position_after(history.meta.summary_through, 2)
-    return None
+    return FIRST_POSITION
 
 
 @dataclass(frozen=True, slots=True)
