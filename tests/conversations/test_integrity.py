@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import httpx
+import pytest
 from chatcore.conversations.store import ConversationStore
 
 SLOW = "mock/lorem?tokens=40&pace_ms=15"
@@ -19,6 +20,10 @@ def chat(base: str, user: str, **body: Any) -> httpx.Response:
 
 def user_message(message_id: str, text: str) -> dict[str, Any]:
     return {"id": message_id, "role": "user", "parts": [{"type": "text", "text": text}]}
+
+
+def started(base: str, user: str, conversation: str) -> None:
+    assert chat(base, user, id=conversation, messages=[user_message("u0", "first")]).status_code == 200
 
 
 def stored(store: ConversationStore, user: str, conversation: str) -> list[Any]:
@@ -87,8 +92,14 @@ def test_concurrent_regenerates_leave_one_answer(stored_app_server: Any, user: s
     assert meta is not None and meta.message_count == 2
 
 
-def test_a_conversation_deleted_while_its_answer_streams_stays_deleted(stored_app_server: Any, user: str) -> None:
+@pytest.mark.parametrize("continued", [False, True], ids=["first turn", "continued"])
+def test_a_conversation_deleted_while_its_answer_streams_stays_deleted(stored_app_server: Any, user: str,
+                                                                       continued: bool) -> None:
+    """The first turn and a continued one store their question by different writes; neither brings
+    the conversation back."""
     base, store = stored_app_server()
+    if continued:
+        started(base, user, "gone")
     headers = {"x-test-user": user}
     body = {"id": "gone", "model": "mock/lorem?tokens=60&pace_ms=20", "messages": [user_message("u1", "hello")]}
     with httpx.Client(timeout=60) as client, client.stream("POST", f"{base}/api/chat", headers=headers,
@@ -109,10 +120,6 @@ def client_get(base: str, user: str, path: str) -> httpx.Response:
 
 # --- the same guarantees on a continued conversation, whose turns take the single-item path
 # (`put_question` at the position derived from the history read, `put_answer` in its slot) ---
-
-
-def started(base: str, user: str, conversation: str) -> None:
-    assert chat(base, user, id=conversation, messages=[user_message("u0", "first")]).status_code == 200
 
 
 def test_a_retried_message_in_a_continued_conversation_is_answered_once(stored_app_server: Any, user: str) -> None:
@@ -160,24 +167,6 @@ def test_concurrent_regenerates_in_a_continued_conversation_leave_one_answer(sto
     assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
     meta = store.get_meta(user, "regen2")
     assert meta is not None and meta.message_count == 4
-
-
-def test_a_continued_conversation_deleted_while_its_answer_streams_stays_deleted(stored_app_server: Any,
-                                                                                 user: str) -> None:
-    base, store = stored_app_server()
-    started(base, user, "gone2")
-    headers = {"x-test-user": user}
-    body = {"id": "gone2", "model": "mock/lorem?tokens=60&pace_ms=20", "messages": [user_message("u1", "hello")]}
-    with httpx.Client(timeout=60) as client, client.stream("POST", f"{base}/api/chat", headers=headers,
-                                                           json=body) as response:
-        lines = response.iter_lines()
-        for line in lines:
-            if '"text-delta"' in line:
-                break
-        assert client.delete(f"{base}/api/conversations/gone2", headers=headers).status_code == 204
-        assert any("[DONE]" in line for line in lines)
-    assert client_get(base, user, "/gone2").status_code == 404
-    assert store.get_meta(user, "gone2") is None and stored(store, user, "gone2") == []
 
 
 def _memory_turn(store: ConversationStore, user: str, conversation: str, message_id: str) -> Any:
@@ -229,7 +218,6 @@ def test_a_question_whose_position_was_taken_is_stored_after_the_other(store: Co
 
 def test_a_retry_that_finds_its_own_message_at_the_position_is_a_conflict(store: ConversationStore,
                                                                          user: str) -> None:
-    import pytest
     from chatcore import errors
     from chatcore.conversations.store import StoredMessage
 
@@ -246,7 +234,6 @@ def test_a_retry_that_reads_the_metadata_its_first_attempt_just_created_is_a_con
         store: ConversationStore, user: str) -> None:
     """A new conversation: the first attempt has created the metadata but not stored its question yet
     when the retry reads. The retry derives the same first position, so it is refused, not stored twice."""
-    import pytest
     from chatcore import errors
     from chatcore.conversations.store import FIRST_POSITION
 

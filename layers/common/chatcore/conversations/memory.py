@@ -120,7 +120,6 @@ class StoredTurn:
     new_user: StoredMessage | None = None  # the request's user message, when not stored yet
     edits: tuple[StoredMessage, ...] = ()  # an edit: the edited message and all after it, replaced by `new_user`
     question_position: str | None = None  # where the question this turn answers is (or goes); its answer follows it
-    fast_question: bool = False  # `new_user` goes to `question_position` with one conditional put
     counted: int = 1  # messages the answer adds to the conversation's count (2: its question is not counted yet)
     order_key: str = ""  # the conversation's list order key when the turn read it
     keep_order: bool = False  # the list order key stays: first in the list already, or moved by the question
@@ -171,6 +170,11 @@ class StoredTurn:
             raise
         if not stored:  # the source ended without Finish or ErrorEvent: say it was cut short
             await self._store(answer, "truncated")
+
+    @property
+    def fast_question(self) -> bool:
+        """A new user message that is not an edit: it goes to its derived position with one conditional put."""
+        return self.new_user is not None and not self.edits
 
     def use_list_order(self, top: str | None, moved: Callable[[str], None]) -> None:
         self.keep_order = bool(top) and top == self.order_key
@@ -408,7 +412,6 @@ class DynamoMemory:
             memory=self, user_id=user_id, conversation_id=conversation_id, messages=messages, summary=summary,
             chars_per_token=meta.chars_per_token if meta else DEFAULT_CHARS_PER_TOKEN, new_user=new_user,
             edits=tuple(edits), replaces=tuple(replaces), question_position=question_position,
-            fast_question=new_user is not None and question_position is not None,
             question=tuple(m.text for m in asked[since_answer + 1:]),
             prompt_chars=text_chars + len(system or "") + len(summary or ""), unsummarized_chars=text_chars,
             temporary=request.temporary, continues=continues, order_key=meta.order_key if meta else "",

@@ -419,23 +419,13 @@ class ConversationStore:
     def create_conversation(self, user_id: str, conversation_id: str, title: str) -> str:
         """The metadata of a new conversation (title, times, list order key; no count yet: its first
         question is counted with its answer), before `put_question` stores that question. Returns
-        the list order key. A concurrent creation of the same conversation is harmless: every field
-        is set only if absent or to the same kind of value."""
+        the list order key. A concurrent creation of the same conversation is harmless: the title and
+        creation time are set only if absent, and the counters gain nothing."""
         now = now_iso()
-        values: dict[str, Any] = {":meta": "conversation", ":cid": conversation_id, ":uid": user_id, ":now": now,
-                                  ":g": user_index_pk(user_id), ":gs": _order_key(now, conversation_id),
-                                  ":title": title, ":one": 1}
-        sets = ["#type = :meta", "conversation_id = :cid", "user_id = :uid", "created_at = if_not_exists(created_at, :now)",
-                "updated_at = :now", "gsi1pk = :g", "gsi1sk = :gs", "title = if_not_exists(title, :title)"]
-        expires_at = self._expires_at()
-        if expires_at is not None:
-            sets.append("expires_at = :exp")
-            values[":exp"] = expires_at
-        self.client.update_item(TableName=self.table,
-                                Key=_serialize({"pk": conversation_pk(user_id, conversation_id), "sk": META_SK}),
-                                UpdateExpression="SET " + ", ".join(sets) + " ADD version :one",
-                                ExpressionAttributeNames={"#type": "type"}, ExpressionAttributeValues=_serialize(values))
-        return str(values[":gs"])
+        self.client.update_item(**self._meta_update(conversation_pk(user_id, conversation_id), user_id, conversation_id,
+                                                    None, now, self._expires_at(), title, 0, None, existing=False,
+                                                    move_order=True))
+        return _order_key(now, conversation_id)
 
     def put_question(self, user_id: str, conversation_id: str, message: StoredMessage) -> AppendOutcome | Literal["taken"]:
         """Store a new user message at its derived position (`next_question_position`) with one
@@ -576,11 +566,12 @@ class ConversationStore:
             "storage_truncated": True if message.storage_truncated else None, "expires_at": expires_at,
         }
 
-    def _meta_update(self, pk: str, user_id: str, conversation_id: str, message: StoredMessage, now: str,
+    def _meta_update(self, pk: str, user_id: str, conversation_id: str, message: StoredMessage | None, now: str,
                      expires_at: int | None, title: str | None, count: int, calibration: Calibration | None, *,
                      existing: bool, move_order: bool) -> dict[str, Any]:
-        """The metadata's `UpdateItem`: times, totals, version (and title, order key, calibration)."""
-        usage = message.usage or {}
+        """The metadata's `UpdateItem`: times, totals, version (and title, order key, calibration), for
+        `message` stored now (None: the conversation is only being created)."""
+        usage = (message.usage if message else None) or {}
         # The list's order key moves once a turn, and not at all when the conversation is first in the
         # list already: the index entry is then rewritten in place (1 write unit) instead of moved (2).
         order = "gsi1sk = :gs" if move_order else "gsi1sk = if_not_exists(gsi1sk, :gs)"
@@ -598,7 +589,7 @@ class ConversationStore:
         if title:
             sets.append("title = if_not_exists(title, :title)")
             values[":title"] = title
-        if message.model:
+        if message is not None and message.model:
             sets.append("model = :model")
             values[":model"] = message.model
         if calibration is not None:

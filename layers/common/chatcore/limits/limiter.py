@@ -154,8 +154,9 @@ class LimitAdmission:
                 f"This conversation may use up to {self._reserved + tokens} tokens, more than your plan allows at "
                 f"once ({cap}). Start a new conversation or lower maxOutputTokens.")
         admitted = self._admitted
-        # With ample headroom (every stream the user can have open could take as much and both budgets,
-        # as this request last saw them, would hold) the top-up stays unwritten: the settlement charges it.
+        # With ample headroom (every stream the user can have open could take ten times as much and both
+        # budgets, as this request last saw them, would hold) the top-up stays unwritten: the settlement
+        # charges it.
         if admitted is not None and not self._ample(tokens):
             limiter = self._limiter
             try:
